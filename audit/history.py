@@ -1,0 +1,217 @@
+"""The rules every regulated model obeys: history on every write, a reason for every change.
+
+django-simple-history records a version for each ``save()``; it records nothing for
+``QuerySet.update()``, ``bulk_create`` or ``bulk_update``. So on a regulated model those calls are
+refused unless they run inside :func:`bulk_with_history` (used only by the helpers below, which
+write the history rows themselves). ``delete()`` is refused outright: nothing regulated is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+
+from pharmadms.exceptions import InvalidInput, RuleViolation
+
+_bulk_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("bulk_allowed", default=False)
+
+
+class ReasonRequired(InvalidInput):
+    default_code = "reason_required"
+
+
+class HistoryBypassRefused(RuleViolation):
+    """A write that would leave no history (bulk update/create, delete) on a regulated model."""
+
+    default_code = "history_bypass_refused"
+
+
+@contextlib.contextmanager
+def bulk_with_history() -> Iterator[None]:
+    """Let the history-aware helpers below call the bulk APIs they wrap."""
+    token = _bulk_allowed.set(True)
+    try:
+        yield
+    finally:
+        _bulk_allowed.reset(token)
+
+
+def _refuse(model: type[models.Model], what: str) -> None:
+    if not _bulk_allowed.get():
+        raise HistoryBypassRefused(
+            f"{what} on {model._meta.label} would leave no history; "
+            "use save() with a reason or audit.history helpers"
+        )
+
+
+class RegulatedQuerySet(models.QuerySet):
+    """A queryset that refuses every write that simple-history cannot see."""
+
+    def update(self, **kwargs: Any) -> int:
+        _refuse(self.model, "QuerySet.update()")
+        return super().update(**kwargs)
+
+    def bulk_create(self, objs: Iterable, *args: Any, **kwargs: Any) -> list:
+        _refuse(self.model, "bulk_create()")
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(self, objs: Iterable, *args: Any, **kwargs: Any) -> int:
+        _refuse(self.model, "bulk_update()")
+        return super().bulk_update(objs, *args, **kwargs)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise HistoryBypassRefused(f"{self.model._meta.label} rows are never deleted")
+
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+    def update_or_create(self, *args: Any, **kwargs: Any) -> Any:
+        raise HistoryBypassRefused(
+            f"update_or_create() on {self.model._meta.label} carries no reason; use a service"
+        )
+
+
+RegulatedManager = models.Manager.from_queryset(RegulatedQuerySet)
+
+
+class RegulatedModel(models.Model):
+    """Base of every regulated model: each save carries a reason and an actor, nothing is deleted.
+
+    Set the reason and actor with :func:`save_with_reason`; ``save()`` without a reason is
+    refused, so a code path that forgets it fails in tests instead of writing silently.
+    """
+
+    objects = RegulatedManager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        reason = getattr(self, "_change_reason", None)
+        if not reason or not str(reason).strip():
+            raise ReasonRequired(
+                f"a change to {self._meta.verbose_name} needs a reason", code="reason_required"
+            )
+        try:
+            super().save(*args, **kwargs)
+        finally:
+            # One reason per save: the next change must state its own.
+            self.__dict__.pop("_change_reason", None)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise HistoryBypassRefused(f"{self._meta.verbose_name} records are never deleted")
+
+
+def save_with_reason(
+    instance: RegulatedModel,
+    *,
+    actor: Any,
+    reason: str,
+    update_fields: Sequence[str] | None = None,
+) -> RegulatedModel:
+    """Validate and save ``instance`` so its history row names ``actor`` and ``reason``."""
+    if not reason or not reason.strip():
+        raise ReasonRequired(f"a change to {instance._meta.verbose_name} needs a reason")
+    try:
+        instance.full_clean(exclude=_unchanged_fields(instance, update_fields))
+    except ValidationError as error:
+        raise invalid_input_from(error) from error
+    instance._change_reason = reason.strip()
+    instance._history_user = actor
+    instance.save(update_fields=update_fields)
+    return instance
+
+
+def create_with_reason(model: type[RegulatedModel], *, actor: Any, reason: str, **fields: Any):
+    """Create one regulated row, validated, with its first history row naming actor and reason."""
+    return save_with_reason(model(**fields), actor=actor, reason=reason)
+
+
+def invalid_input_from(error: ValidationError) -> InvalidInput:
+    """Turn Django's ValidationError into the API's refusal, keeping the first error's code."""
+    if hasattr(error, "error_dict"):
+        field, errors = next(iter(error.error_dict.items()))
+        first = errors[0]
+        message = " ".join(first.messages)
+        detail = message if field == "__all__" else f"{field}: {message}"
+        code = first.code or "invalid"
+        return InvalidInput(
+            detail,
+            code="duplicate" if code == "unique" else code,
+            extra={"errors": error.message_dict},
+        )
+    return InvalidInput(" ".join(error.messages), code=getattr(error, "code", None) or "invalid")
+
+
+def _unchanged_fields(instance: models.Model, update_fields: Sequence[str] | None) -> list[str]:
+    if update_fields is None:
+        return []
+    return [f.name for f in instance._meta.fields if f.name not in set(update_fields)]
+
+
+def bulk_create_with_reason(
+    objs: Sequence[RegulatedModel], *, actor: Any, reason: str
+) -> list[RegulatedModel]:
+    """``bulk_create`` for regulated rows, writing their history rows in the same transaction."""
+    if not objs:
+        return []
+    if not reason or not reason.strip():
+        raise ReasonRequired("a bulk change needs a reason")
+    model = type(objs[0])
+    with bulk_with_history():
+        return bulk_create_with_history(
+            list(objs), model, default_user=actor, default_change_reason=reason.strip()
+        )
+
+
+def bulk_update_with_reason(
+    objs: Sequence[RegulatedModel], fields: Sequence[str], *, actor: Any, reason: str
+) -> int:
+    """``bulk_update`` for regulated rows, writing their history rows in the same transaction."""
+    if not objs:
+        return 0
+    if not reason or not reason.strip():
+        raise ReasonRequired("a bulk change needs a reason")
+    model = type(objs[0])
+    with bulk_with_history():
+        return bulk_update_with_history(
+            list(objs),
+            model,
+            list(fields),
+            default_user=actor,
+            default_change_reason=reason.strip(),
+        )
+
+
+def regulated_models() -> list[type[models.Model]]:
+    """Every concrete model that must keep history (used by the guards and their tests)."""
+    from django.apps import apps
+
+    return [
+        model
+        for model in apps.get_models()
+        if issubclass(model, RegulatedModel) and not model._meta.abstract
+    ]
+
+
+def history_diff(version: Any, previous: Any | None) -> list[dict[str, Any]]:
+    """Fields that changed between two history rows of one object (all fields for the first)."""
+    fields = [f.attname for f in version.instance_type._meta.fields]
+    changes = []
+    for name in fields:
+        new = getattr(version, name, None)
+        old = getattr(previous, name, None) if previous is not None else None
+        if previous is None or new != old:
+            changes.append({"field": name, "old": _plain(old), "new": _plain(new)})
+    return changes
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str | list | dict):
+        return value
+    return str(value)

@@ -1,0 +1,239 @@
+"""API for storage classes, products, lots, stock balances and stock moves."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from partners.models import Location, Role
+from pharmadms.exceptions import InvalidInput
+from pharmadms.identifiers import normalise_gtin
+from pharmadms.viewsets import HistoryMixin, PartnerScopedMixin, ReasonField, ServiceWriteViewSet
+
+from . import services
+from .models import Batch, Product, StockBalance, StockMove, StorageClass
+
+
+class StorageClassSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StorageClass
+        fields = ["id", "code", "name", "min_celsius", "max_celsius"]
+
+
+class StorageClassViewSet(HistoryMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = StorageClass.objects.all()
+    serializer_class = StorageClassSerializer
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    reason = ReasonField()
+    manufacturer = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Product
+        fields = [
+            "id",
+            "gtin",
+            "name",
+            "manufacturer",
+            "category",
+            "dosage_form",
+            "strength",
+            "pack_size",
+            "storage_class",
+            "controlled_schedule",
+            "shelf_life_months",
+            "is_active",
+            "reason",
+        ]
+
+    def validate_gtin(self, value: str) -> str:
+        from django.core.exceptions import ValidationError
+
+        try:
+            return normalise_gtin(value)
+        except ValidationError as error:
+            raise serializers.ValidationError(error.messages[0], code="invalid_gtin") from error
+
+
+class ProductViewSet(ServiceWriteViewSet):
+    """The product catalogue: every signed-in user reads it; its manufacturer maintains it."""
+
+    serializer_class = ProductSerializer
+    filterset_fields = ["gtin", "category", "manufacturer", "storage_class", "is_active"]
+    write_roles = {Role.ADMIN, Role.QA_OFFICER}
+
+    def get_queryset(self):
+        return Product.objects.select_related("manufacturer", "storage_class")
+
+    def perform_service_create(self, data, reason):
+        user = self.request.user
+        return services.product_create(manufacturer=user.partner, actor=user, reason=reason, **data)
+
+    def perform_service_update(self, instance, data, reason):
+        return services.product_update(
+            product=instance, actor=self.request.user, reason=reason, **data
+        )
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    reason = ReasonField()
+    is_expired = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Batch
+        fields = [
+            "id",
+            "product",
+            "lot_number",
+            "manufactured_on",
+            "expires_on",
+            "status",
+            "is_expired",
+            "reason",
+        ]
+        read_only_fields = ["status"]
+        validators = []  # duplicate lots are refused by the service with code duplicate_lot
+
+    def get_is_expired(self, batch: Batch) -> bool:
+        from django.utils import timezone
+
+        return batch.is_expired_on(timezone.localdate())
+
+
+class BatchViewSet(ServiceWriteViewSet):
+    """Lots: visible to their manufacturer, to partners holding them, and to regulators."""
+
+    serializer_class = BatchSerializer
+    filterset_fields = {
+        "product": ["exact"],
+        "lot_number": ["exact"],
+        "status": ["exact"],
+        "expires_on": ["lt", "lte", "gt", "gte"],
+    }
+    write_roles = {Role.ADMIN, Role.QA_OFFICER}
+
+    def get_queryset(self):
+        queryset = Batch.objects.select_related("product")
+        user = self.request.user
+        if user.sees_everything:
+            return queryset
+        held = StockBalance.objects.filter(location__site__partner_id=user.partner_id)
+        return queryset.filter(
+            Q(product__manufacturer_id=user.partner_id) | Q(pk__in=held.values("batch_id"))
+        )
+
+    def perform_service_create(self, data, reason):
+        return services.batch_create(actor=self.request.user, reason=reason, **data)
+
+    def perform_service_update(self, instance, data, reason):
+        if set(data) - {"manufactured_on", "expires_on"}:
+            raise InvalidInput("only a lot's dates can be corrected", code="field_not_editable")
+        return services.batch_update_dates(
+            batch=instance, actor=self.request.user, reason=reason, **data
+        )
+
+
+class StockBalanceSerializer(serializers.ModelSerializer):
+    available = serializers.IntegerField(read_only=True)
+    product = serializers.IntegerField(source="batch.product_id", read_only=True)
+
+    class Meta:
+        model = StockBalance
+        fields = [
+            "id",
+            "batch",
+            "product",
+            "location",
+            "on_hand",
+            "allocated",
+            "available",
+            "updated_at",
+        ]
+
+
+class StockBalanceViewSet(PartnerScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Stock on hand per lot and location, of the user's own partner."""
+
+    serializer_class = StockBalanceSerializer
+    filterset_fields = ["batch", "location", "batch__product"]
+    partner_path = "location__site__partner_id"
+
+    def base_queryset(self):
+        return StockBalance.objects.select_related("batch").filter(on_hand__gt=0)
+
+
+class StockMoveSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = StockMove
+        fields = [
+            "id",
+            "batch",
+            "quantity",
+            "from_location",
+            "to_location",
+            "kind",
+            "reference",
+            "reason",
+            "user",
+            "created_at",
+        ]
+
+
+class StockAdjustmentSerializer(serializers.Serializer):
+    batch = serializers.IntegerField()
+    location = serializers.IntegerField()
+    quantity_change = serializers.IntegerField(help_text="units to add (>0) or remove (<0)")
+    reason = ReasonField()
+    reference = serializers.CharField(max_length=100, required=False, default="")
+
+
+class StockMoveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The append-only ledger of the user's own partner; a QA adjustment posts a new move."""
+
+    serializer_class = StockMoveSerializer
+    filterset_fields = {
+        "batch": ["exact"],
+        "kind": ["exact"],
+        "reference": ["exact"],
+        "created_at": ["gte", "lt"],
+    }
+
+    def get_queryset(self):
+        queryset = StockMove.objects.select_related("user")
+        user = self.request.user
+        if user.sees_everything:
+            return queryset
+        return queryset.filter(
+            Q(from_location__site__partner_id=user.partner_id)
+            | Q(to_location__site__partner_id=user.partner_id)
+        )
+
+    @extend_schema(request=StockAdjustmentSerializer, responses={201: StockMoveSerializer})
+    @action(detail=False, methods=["post"])
+    def adjust(self, request):
+        """Correct a counted quantity (QA officers): posts an adjustment move with its reason."""
+        serializer = StockAdjustmentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = request.user
+        locations = Location.objects.select_related("site__partner")
+        if not user.is_superuser:
+            locations = locations.filter(site__partner_id=user.partner_id)
+        location = get_object_or_404(locations, pk=data["location"])
+        batch = get_object_or_404(Batch.objects.select_related("product"), pk=data["batch"])
+        move = services.stock_adjust(
+            batch=batch,
+            location=location,
+            quantity_change=data["quantity_change"],
+            actor=user,
+            reason=data["reason"],
+            reference=data["reference"],
+        )
+        return Response(StockMoveSerializer(move).data, status=status.HTTP_201_CREATED)

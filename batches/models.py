@@ -1,0 +1,304 @@
+"""Products, lots (batches), and the stock ledger: append-only moves and the balances they drive."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from simple_history.models import HistoricalRecords
+
+from audit.history import HistoryBypassRefused, RegulatedModel
+from partners.models import Location, Partner, ProductCategory
+from pharmadms.identifiers import validate_gtin14
+
+# GS1 AI (10) batch/lot: up to 20 characters of GS1 character set 82 (no spaces).
+lot_number_validator = RegexValidator(
+    r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$",
+    "a lot number is 1 to 20 GS1 characters (letters, digits and !\"%&'()*+,-./:;<=>?_), no spaces",
+    code="invalid_lot_number",
+)
+
+
+class StorageClass(RegulatedModel):
+    """A labelled storage condition (e.g. 2–8 °C) with its allowed temperature range."""
+
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    min_celsius = models.DecimalField(max_digits=5, decimal_places=2)
+    max_celsius = models.DecimalField(max_digits=5, decimal_places=2)
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name_plural = "storage classes"
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_celsius__gt=F("min_celsius")), name="storage_class_range_ordered"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.min_celsius}–{self.max_celsius} °C)"
+
+
+class ControlledSchedule(models.TextChoices):
+    NONE = "", "Not controlled"
+    CII = "CII", "Schedule II"
+    CIII = "CIII", "Schedule III"
+    CIV = "CIV", "Schedule IV"
+    CV = "CV", "Schedule V"
+
+
+class Product(RegulatedModel):
+    """A trade item: one GTIN-14, one pack, made by one manufacturer."""
+
+    gtin = models.CharField("GTIN", max_length=14, unique=True, validators=[validate_gtin14])
+    name = models.CharField(max_length=200)
+    manufacturer = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="products")
+    category = models.CharField(max_length=20, choices=ProductCategory.choices)
+    dosage_form = models.CharField(max_length=60)
+    strength = models.CharField(max_length=60)
+    pack_size = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    storage_class = models.ForeignKey(StorageClass, on_delete=models.PROTECT)
+    controlled_schedule = models.CharField(
+        max_length=4,
+        choices=ControlledSchedule.choices,
+        default=ControlledSchedule.NONE,
+        blank=True,
+    )
+    shelf_life_months = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
+    is_active = models.BooleanField(default=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(gtin__regex=r"^[0-9]{14}$"), name="product_gtin_14_digits"
+            ),
+            models.CheckConstraint(condition=Q(pack_size__gte=1), name="product_pack_size_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.strength} ({self.gtin})"
+
+    @property
+    def is_controlled(self) -> bool:
+        return bool(self.controlled_schedule)
+
+
+class BatchStatus(models.TextChoices):
+    QUARANTINE = "quarantine", "Quarantine"
+    RELEASED = "released", "Released"
+    REJECTED = "rejected", "Rejected"
+    RECALLED = "recalled", "Recalled"
+
+
+# Allowed QA status transitions; expiry is derived from expires_on, never a status.
+BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
+    BatchStatus.QUARANTINE: frozenset({BatchStatus.RELEASED, BatchStatus.REJECTED}),
+    BatchStatus.RELEASED: frozenset({BatchStatus.QUARANTINE, BatchStatus.RECALLED}),
+    BatchStatus.REJECTED: frozenset(),
+    BatchStatus.RECALLED: frozenset(),
+}
+
+
+class Batch(RegulatedModel):
+    """A lot of one product, with its QA status. Expired is a date fact, not a status."""
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="batches")
+    lot_number = models.CharField(max_length=20, validators=[lot_number_validator])
+    manufactured_on = models.DateField()
+    expires_on = models.DateField()
+    status = models.CharField(
+        max_length=12, choices=BatchStatus.choices, default=BatchStatus.QUARANTINE
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = "batch (lot)"
+        verbose_name_plural = "batches (lots)"
+        ordering = ["product__name", "expires_on", "lot_number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "lot_number"],
+                name="batch_lot_unique",
+                violation_error_code="duplicate_lot",
+                violation_error_message="this product already has a lot with this number",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_on__gt=F("manufactured_on")),
+                name="batch_expires_after_manufacture",
+                violation_error_code="expiry_before_manufacture",
+                violation_error_message="expiry must come after manufacture",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product.name} lot {self.lot_number}"
+
+    def clean(self) -> None:
+        if self.manufactured_on and self.expires_on and self.expires_on <= self.manufactured_on:
+            raise ValidationError(
+                {"expires_on": "expiry must come after manufacture"},
+                code="expiry_before_manufacture",
+            )
+
+    def is_expired_on(self, day: datetime.date) -> bool:
+        return self.expires_on < day
+
+    def remaining_shelf_life_days(self, day: datetime.date) -> int:
+        return (self.expires_on - day).days
+
+
+class MoveKind(models.TextChoices):
+    RECEIPT = "receipt", "Receipt"
+    TRANSFER = "transfer", "Transfer"
+    SHIPMENT = "shipment", "Shipment (dispatch)"
+    DELIVERY = "delivery", "Delivery (receipt by customer)"
+    RETURN = "return", "Return"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    DESTRUCTION = "destruction", "Destruction"
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    """Ledger rows are written one by one through the ledger service and never changed."""
+
+    def update(self, **kwargs):
+        raise HistoryBypassRefused(f"{self.model._meta.label} rows are append-only")
+
+    def delete(self):
+        raise HistoryBypassRefused(f"{self.model._meta.label} rows are append-only")
+
+    delete.queryset_only = True
+
+    def bulk_update(self, *args, **kwargs):
+        raise HistoryBypassRefused(f"{self.model._meta.label} rows are append-only")
+
+    def bulk_create(self, *args, **kwargs):
+        raise HistoryBypassRefused(
+            f"{self.model._meta.label} rows are posted through batches.services, one by one"
+        )
+
+
+class StockMove(models.Model):
+    """One movement of units of a lot between two locations; append-only, corrected by new moves.
+
+    ``from_location`` is empty for stock entering the network (production receipt, positive
+    adjustment); ``to_location`` is empty for stock leaving it (destruction, negative adjustment,
+    dispensing).
+    """
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="moves")
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    from_location = models.ForeignKey(
+        Location, on_delete=models.PROTECT, null=True, blank=True, related_name="moves_out"
+    )
+    to_location = models.ForeignKey(
+        Location, on_delete=models.PROTECT, null=True, blank=True, related_name="moves_in"
+    )
+    kind = models.CharField(max_length=12, choices=MoveKind.choices)
+    reference = models.CharField(max_length=100, blank=True)
+    reason = models.TextField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(db_index=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="move_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(from_location__isnull=False) | Q(to_location__isnull=False),
+                name="move_has_a_location",
+            ),
+            models.CheckConstraint(
+                condition=~Q(from_location=F("to_location")), name="move_between_two_locations"
+            ),
+            models.CheckConstraint(condition=~Q(reason=""), name="move_has_a_reason"),
+        ]
+        indexes = [models.Index(fields=["batch", "created_at"])]
+
+    def __str__(self) -> str:
+        source, target = self.from_location_id or "outside", self.to_location_id or "outside"
+        return f"{self.kind} {self.quantity} × lot #{self.batch_id}: {source} → {target}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise HistoryBypassRefused("stock moves are append-only: post a correcting move")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise HistoryBypassRefused("stock moves are append-only: post a correcting move")
+
+
+class StockBalance(models.Model):
+    """Units of a lot at a location: a projection of the moves, changed only with a move.
+
+    Updated by batches.services under row locks; the CHECKs make the database itself refuse a
+    negative balance or an over-allocation.
+    """
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="balances")
+    location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="balances")
+    on_hand = models.IntegerField(default=0)
+    allocated = models.IntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["batch", "location"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "location"], name="balance_unique"),
+            models.CheckConstraint(
+                condition=Q(on_hand__gte=0), name="balance_on_hand_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(allocated__gte=0) & Q(allocated__lte=F("on_hand")),
+                name="balance_allocated_within_on_hand",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch} @ {self.location}: {self.on_hand} ({self.allocated} allocated)"
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.allocated
+
+
+class AllocationStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    RELEASED = "released", "Released"
+    CONSUMED = "consumed", "Consumed by a shipment"
+
+
+class StockAllocation(RegulatedModel):
+    """Units of a lot at a location reserved for a reference (an order line), FEFO-chosen."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="allocations")
+    location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="allocations")
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    reference = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=10, choices=AllocationStatus.choices, default=AllocationStatus.ACTIVE
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="allocation_quantity_positive"
+            ),
+        ]
+        indexes = [models.Index(fields=["reference", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.batch} @ {self.location} for {self.reference}"

@@ -1,0 +1,486 @@
+"""Every state change of products, lots and stock: the ledger lives here.
+
+Stock changes only through :func:`stock_post_move`, which writes the append-only move and the
+balances it touches in one transaction, under row locks taken in primary-key order (so two
+transactions never wait on each other in a cycle). The database's CHECKs are the last line:
+a balance can never go negative nor allocate more than it holds.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.history import create_with_reason, save_with_reason
+from partners.models import Location, LocationKind, Partner, Role, User
+from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
+from pharmadms.permissions import require_role
+
+from .models import (
+    BATCH_TRANSITIONS,
+    AllocationStatus,
+    Batch,
+    BatchStatus,
+    MoveKind,
+    Product,
+    StockAllocation,
+    StockBalance,
+    StockMove,
+    StorageClass,
+)
+
+PRODUCT_FIELDS = {
+    "gtin",
+    "name",
+    "category",
+    "dosage_form",
+    "strength",
+    "pack_size",
+    "storage_class",
+    "controlled_schedule",
+    "shelf_life_months",
+    "is_active",
+}
+
+
+class InsufficientStock(RuleViolation):
+    default_code = "insufficient_stock"
+
+
+def _require_own_partner(actor: User, partner: Partner, what: str) -> None:
+    if not actor.is_superuser and actor.partner_id != partner.pk:
+        raise NotPermitted(f"{what} belongs to another organisation")
+
+
+# --- products and storage classes -----------------------------------------------------------
+
+
+@transaction.atomic
+def storage_class_create(*, actor: User, reason: str, **fields: Any) -> StorageClass:
+    if not actor.is_superuser:
+        raise NotPermitted("storage classes are kept by the platform operator")
+    return create_with_reason(StorageClass, actor=actor, reason=reason, **fields)
+
+
+@transaction.atomic
+def product_create(*, manufacturer: Partner, actor: User, reason: str, **fields: Any) -> Product:
+    require_role(actor, Role.ADMIN, Role.QA_OFFICER)
+    _require_own_partner(actor, manufacturer, "the manufacturer")
+    if manufacturer.kind != "manufacturer":
+        raise RuleViolation("only a manufacturer owns products", code="not_a_manufacturer")
+    unknown = set(fields) - PRODUCT_FIELDS
+    if unknown:
+        raise InvalidInput(f"unknown product fields: {', '.join(sorted(unknown))}")
+    return create_with_reason(
+        Product, actor=actor, reason=reason, manufacturer=manufacturer, **fields
+    )
+
+
+@transaction.atomic
+def product_update(*, product: Product, actor: User, reason: str, **changes: Any) -> Product:
+    require_role(actor, Role.ADMIN, Role.QA_OFFICER)
+    _require_own_partner(actor, product.manufacturer, "the product")
+    if "gtin" in changes and changes["gtin"] != product.gtin:
+        raise RuleViolation(
+            "a product's GTIN never changes: register a new product", code="gtin_immutable"
+        )
+    unknown = set(changes) - PRODUCT_FIELDS
+    if unknown:
+        raise InvalidInput(
+            f"these fields cannot be changed: {', '.join(sorted(unknown))}",
+            code="field_not_editable",
+        )
+    for name, value in changes.items():
+        setattr(product, name, value)
+    return save_with_reason(product, actor=actor, reason=reason, update_fields=list(changes))
+
+
+# --- lots ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def batch_create(
+    *,
+    product: Product,
+    lot_number: str,
+    manufactured_on: datetime.date,
+    expires_on: datetime.date,
+    actor: User,
+    reason: str,
+) -> Batch:
+    """Register a new lot; it starts in quarantine until QA releases it."""
+    require_role(actor, Role.ADMIN, Role.QA_OFFICER)
+    _require_own_partner(actor, product.manufacturer, "the product")
+    _check_dates(product, manufactured_on, expires_on)
+    try:
+        with transaction.atomic():
+            return create_with_reason(
+                Batch,
+                actor=actor,
+                reason=reason,
+                product=product,
+                lot_number=lot_number,
+                manufactured_on=manufactured_on,
+                expires_on=expires_on,
+                status=BatchStatus.QUARANTINE,
+            )
+    except IntegrityError as error:  # a concurrent insert of the same lot won the race
+        raise RuleViolation(
+            f"{product.gtin} already has lot {lot_number}", code="duplicate_lot"
+        ) from error
+
+
+def _check_dates(product: Product, manufactured_on: datetime.date, expires_on: datetime.date):
+    if expires_on <= manufactured_on:
+        raise InvalidInput("expiry must come after manufacture", code="expiry_before_manufacture")
+    # Expiry is usually printed as a month: allow the rest of the last month of shelf life.
+    latest = _add_months(manufactured_on, product.shelf_life_months + 1)
+    if expires_on > latest:
+        raise InvalidInput(
+            f"expiry {expires_on} exceeds the shelf life of {product.shelf_life_months} months",
+            code="expiry_beyond_shelf_life",
+        )
+
+
+def _add_months(day: datetime.date, months: int) -> datetime.date:
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return datetime.date(year, month, 1)
+
+
+@transaction.atomic
+def batch_update_dates(
+    *,
+    batch: Batch,
+    actor: User,
+    reason: str,
+    manufactured_on: datetime.date | None = None,
+    expires_on: datetime.date | None = None,
+) -> Batch:
+    """Correct a lot's dates; only while it is in quarantine, never once released."""
+    require_role(actor, Role.ADMIN, Role.QA_OFFICER)
+    _require_own_partner(actor, batch.product.manufacturer, "the lot")
+    batch = Batch.objects.select_for_update().get(pk=batch.pk)
+    if batch.status != BatchStatus.QUARANTINE:
+        raise RuleViolation(
+            f"lot {batch.lot_number} is {batch.status}: its dates can no longer change",
+            code="batch_dates_locked",
+        )
+    batch.manufactured_on = manufactured_on or batch.manufactured_on
+    batch.expires_on = expires_on or batch.expires_on
+    _check_dates(batch.product, batch.manufactured_on, batch.expires_on)
+    return save_with_reason(
+        batch, actor=actor, reason=reason, update_fields=["manufactured_on", "expires_on"]
+    )
+
+
+@transaction.atomic
+def batch_change_status(*, batch: Batch, to_status: str, actor: User, reason: str) -> Batch:
+    """Move a lot along its QA lifecycle (quarantine → released | rejected, released → …)."""
+    require_role(actor, Role.QA_OFFICER)
+    batch = Batch.objects.select_for_update().get(pk=batch.pk)
+    if to_status not in BATCH_TRANSITIONS.get(batch.status, frozenset()):
+        raise RuleViolation(
+            f"lot {batch.lot_number} cannot go from {batch.status} to {to_status}",
+            code="invalid_status_transition",
+        )
+    batch.status = to_status
+    return save_with_reason(batch, actor=actor, reason=reason, update_fields=["status"])
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+
+def _positive_quantity(quantity: Any) -> int:
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+        raise InvalidInput("quantity must be a whole number above zero", code="invalid_quantity")
+    return quantity
+
+
+def _locked_balances(batch: Batch, locations: Iterable[Location]) -> dict[int, StockBalance]:
+    """Lock (creating if missing) the balance rows of ``batch`` at ``locations``, in pk order."""
+    location_ids = sorted({loc.pk for loc in locations})
+    rows = {
+        row.location_id: row
+        for row in StockBalance.objects.select_for_update()
+        .filter(batch=batch, location_id__in=location_ids)
+        .order_by("pk")
+    }
+    missing = [lid for lid in location_ids if lid not in rows]
+    if missing:
+        StockBalance.objects.bulk_create(
+            [StockBalance(batch=batch, location_id=lid) for lid in missing], ignore_conflicts=True
+        )
+        for row in (
+            StockBalance.objects.select_for_update()
+            .filter(batch=batch, location_id__in=missing)
+            .order_by("pk")
+        ):
+            rows[row.location_id] = row
+    return rows
+
+
+@transaction.atomic
+def stock_post_move(
+    *,
+    batch: Batch,
+    quantity: int,
+    kind: str,
+    actor: User,
+    reason: str,
+    from_location: Location | None = None,
+    to_location: Location | None = None,
+    reference: str = "",
+    consume_allocation: StockAllocation | None = None,
+) -> StockMove:
+    """Post one move and update the balances it touches, atomically.
+
+    Units leave ``from_location`` only from what is available there (on hand less allocated),
+    unless the move consumes ``consume_allocation``, whose units it then takes.
+    """
+    quantity = _positive_quantity(quantity)
+    if not reason or not reason.strip():
+        raise InvalidInput("every stock move needs a reason", code="reason_required")
+    if from_location is None and to_location is None:
+        raise InvalidInput("a move needs a from or a to location", code="invalid_move")
+    if from_location is not None and to_location is not None and from_location.pk == to_location.pk:
+        raise InvalidInput("a move needs two different locations", code="invalid_move")
+    if kind not in MoveKind.values:
+        raise InvalidInput(f"unknown move kind {kind!r}", code="invalid_move")
+
+    rows = _locked_balances(batch, [loc for loc in (from_location, to_location) if loc])
+    if from_location is not None:
+        source = rows[from_location.pk]
+        if consume_allocation is not None:
+            _consume(consume_allocation, source, quantity, actor=actor, reason=reason)
+        elif source.on_hand - source.allocated < quantity:
+            raise InsufficientStock(
+                f"{from_location} holds {source.on_hand - source.allocated} available units of lot "
+                f"{batch.lot_number}; {quantity} asked",
+                extra={"available": source.on_hand - source.allocated},
+            )
+        StockBalance.objects.filter(pk=source.pk).update(
+            on_hand=F("on_hand") - quantity,
+            allocated=F("allocated") - (quantity if consume_allocation else 0),
+            updated_at=timezone.now(),
+        )
+    if to_location is not None:
+        StockBalance.objects.filter(pk=rows[to_location.pk].pk).update(
+            on_hand=F("on_hand") + quantity, updated_at=timezone.now()
+        )
+    move = StockMove(
+        batch=batch,
+        quantity=quantity,
+        kind=kind,
+        from_location=from_location,
+        to_location=to_location,
+        reference=reference,
+        reason=reason.strip(),
+        user=actor,
+        created_at=timezone.now(),
+    )
+    move.save(force_insert=True)
+    return move
+
+
+def _consume(
+    allocation: StockAllocation, source: StockBalance, quantity: int, *, actor: User, reason: str
+) -> None:
+    allocation = StockAllocation.objects.select_for_update().get(pk=allocation.pk)
+    if allocation.status != AllocationStatus.ACTIVE or allocation.location_id != source.location_id:
+        raise RuleViolation(
+            "the allocation is not active at this location", code="allocation_not_active"
+        )
+    if allocation.quantity != quantity:
+        raise RuleViolation(
+            f"the allocation holds {allocation.quantity} units; {quantity} would be moved",
+            code="allocation_quantity_mismatch",
+        )
+    allocation.status = AllocationStatus.CONSUMED
+    save_with_reason(allocation, actor=actor, reason=reason, update_fields=["status"])
+
+
+def stock_receive(
+    *, batch: Batch, location: Location, quantity: int, actor: User, reason: str, reference=""
+) -> StockMove:
+    """Stock entering the network at ``location`` (a manufacturer's production output)."""
+    require_role(actor, Role.WAREHOUSE_OPERATOR, Role.QA_OFFICER, Role.ADMIN)
+    _require_own_partner(actor, location.site.partner, "the location")
+    return stock_post_move(
+        batch=batch,
+        quantity=quantity,
+        kind=MoveKind.RECEIPT,
+        actor=actor,
+        reason=reason,
+        to_location=location,
+        reference=reference,
+    )
+
+
+def stock_transfer(
+    *,
+    batch: Batch,
+    from_location: Location,
+    to_location: Location,
+    quantity: int,
+    actor: User,
+    reason: str,
+    reference: str = "",
+) -> StockMove:
+    """Move stock between two locations of the same partner (put-away, to quarantine, …)."""
+    require_role(actor, Role.WAREHOUSE_OPERATOR, Role.QA_OFFICER, Role.ADMIN)
+    _require_own_partner(actor, from_location.site.partner, "the source location")
+    if from_location.site.partner_id != to_location.site.partner_id:
+        raise RuleViolation(
+            "a transfer stays within one organisation; ship instead",
+            code="transfer_across_partners",
+        )
+    if to_location.kind == LocationKind.STORAGE and batch.status != BatchStatus.RELEASED:
+        raise RuleViolation(
+            f"lot {batch.lot_number} is {batch.status}: it cannot enter saleable storage",
+            code="batch_not_released",
+        )
+    return stock_post_move(
+        batch=batch,
+        quantity=quantity,
+        kind=MoveKind.TRANSFER,
+        actor=actor,
+        reason=reason,
+        from_location=from_location,
+        to_location=to_location,
+        reference=reference,
+    )
+
+
+def stock_adjust(
+    *,
+    batch: Batch,
+    location: Location,
+    quantity_change: int,
+    actor: User,
+    reason: str,
+    reference: str = "",
+) -> StockMove:
+    """A QA correction of a count: a new move into or out of ``location``, never an edit."""
+    require_role(actor, Role.QA_OFFICER)
+    _require_own_partner(actor, location.site.partner, "the location")
+    if (
+        isinstance(quantity_change, bool)
+        or not isinstance(quantity_change, int)
+        or not quantity_change
+    ):
+        raise InvalidInput(
+            "the change must be a whole number other than zero", code="invalid_quantity"
+        )
+    if quantity_change > 0:
+        return stock_post_move(
+            batch=batch,
+            quantity=quantity_change,
+            kind=MoveKind.ADJUSTMENT,
+            actor=actor,
+            reason=reason,
+            to_location=location,
+            reference=reference,
+        )
+    return stock_post_move(
+        batch=batch,
+        quantity=-quantity_change,
+        kind=MoveKind.ADJUSTMENT,
+        actor=actor,
+        reason=reason,
+        from_location=location,
+        reference=reference,
+    )
+
+
+# --- allocation (FEFO) ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def stock_allocate(
+    *,
+    product: Product,
+    quantity: int,
+    locations: Iterable[Location],
+    reference: str,
+    actor: User,
+    reason: str,
+    min_remaining_shelf_life_days: int = 0,
+    on: datetime.date | None = None,
+    allow_partial: bool = False,
+) -> list[StockAllocation]:
+    """Reserve ``quantity`` units of ``product`` at ``locations``, earliest expiry first.
+
+    Only released lots that are not expired and keep at least ``min_remaining_shelf_life_days``
+    of shelf life are taken, and only from storage locations. Without ``allow_partial`` it is
+    all or nothing: a shortfall refuses and reserves nothing.
+    """
+    quantity = _positive_quantity(quantity)
+    if min_remaining_shelf_life_days < 0:
+        raise InvalidInput("minimum remaining shelf life cannot be negative", code="invalid_input")
+    today = on or timezone.localdate()
+    earliest_expiry = today + datetime.timedelta(days=min_remaining_shelf_life_days)
+    location_ids = [loc.pk for loc in locations]
+    # Lock candidates in pk order (the ledger's order), then take them in FEFO order.
+    candidates = list(
+        StockBalance.objects.select_for_update(of=("self",))
+        .select_related("batch")
+        .filter(
+            batch__product=product,
+            batch__status=BatchStatus.RELEASED,
+            batch__expires_on__gte=earliest_expiry,
+            location_id__in=location_ids,
+            location__kind=LocationKind.STORAGE,
+            on_hand__gt=F("allocated"),
+        )
+        .order_by("pk")
+    )
+    candidates.sort(key=lambda row: (row.batch.expires_on, row.batch_id, row.location_id))
+    available = sum(row.on_hand - row.allocated for row in candidates)
+    if available < quantity and not allow_partial:
+        raise InsufficientStock(
+            f"{available} units of {product.name} can be allocated under these conditions; "
+            f"{quantity} asked",
+            extra={"available": available},
+        )
+    allocations, remaining = [], quantity
+    for row in candidates:
+        if remaining == 0:
+            break
+        take = min(remaining, row.on_hand - row.allocated)
+        StockBalance.objects.filter(pk=row.pk).update(
+            allocated=F("allocated") + take, updated_at=timezone.now()
+        )
+        allocations.append(
+            create_with_reason(
+                StockAllocation,
+                actor=actor,
+                reason=reason,
+                batch=row.batch,
+                location_id=row.location_id,
+                quantity=take,
+                reference=reference,
+                created_by=actor,
+            )
+        )
+        remaining -= take
+    return allocations
+
+
+@transaction.atomic
+def stock_deallocate(*, allocation: StockAllocation, actor: User, reason: str) -> StockAllocation:
+    """Give the units of an active allocation back to available stock."""
+    allocation = StockAllocation.objects.select_for_update().get(pk=allocation.pk)
+    if allocation.status != AllocationStatus.ACTIVE:
+        raise RuleViolation("the allocation is no longer active", code="allocation_not_active")
+    row = _locked_balances(allocation.batch, [allocation.location])[allocation.location_id]
+    StockBalance.objects.filter(pk=row.pk).update(
+        allocated=F("allocated") - allocation.quantity, updated_at=timezone.now()
+    )
+    allocation.status = AllocationStatus.RELEASED
+    return save_with_reason(allocation, actor=actor, reason=reason, update_fields=["status"])

@@ -1,0 +1,1 @@
+"""coldchain models: filled in by the issue that builds this app."""

@@ -1,0 +1,1 @@
+"""integrations models: filled in by the issue that builds this app."""

@@ -1,0 +1,1 @@
+"""orders models: filled in by the issue that builds this app."""

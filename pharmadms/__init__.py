@@ -1,0 +1,5 @@
+"""PharmaDMS: the Django project. Exports the Celery app so shared tasks bind to it."""
+
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

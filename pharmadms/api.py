@@ -1,0 +1,29 @@
+"""The API router: every resource under /api/v1/."""
+
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from batches.api import (
+    BatchViewSet,
+    ProductViewSet,
+    StockBalanceViewSet,
+    StockMoveViewSet,
+    StorageClassViewSet,
+)
+from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteViewSet, TokenView
+
+router = DefaultRouter()
+router.register("partners", PartnerViewSet, basename="partner")
+router.register("licences", LicenceViewSet, basename="licence")
+router.register("sites", SiteViewSet, basename="site")
+router.register("locations", LocationViewSet, basename="location")
+router.register("storage-classes", StorageClassViewSet, basename="storageclass")
+router.register("products", ProductViewSet, basename="product")
+router.register("batches", BatchViewSet, basename="batch")
+router.register("stock-balances", StockBalanceViewSet, basename="stockbalance")
+router.register("stock-moves", StockMoveViewSet, basename="stockmove")
+
+urlpatterns = [
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,1 @@
+"""recalls models: filled in by the issue that builds this app."""
