@@ -35,7 +35,7 @@ def run(*args: str | Path, env: dict | None = None) -> None:
 
 def ensure_environment() -> None:
     """Create the virtualenv and install the project, again only when pyproject.toml changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by an older python3
         sys.exit("PharmaDMS needs Python 3.11 or newer")
     if not PYTHON.exists():
         say(f"creating the virtualenv in {VENV}")

@@ -35,9 +35,11 @@ def test_receipt_creates_balance_and_move(network, lot):
         actor=network.warehouse,
         reason="production output",
     )
-    assert move.kind == MoveKind.RECEIPT and move.from_location is None
+    assert move.kind == MoveKind.RECEIPT
+    assert move.from_location is None
     assert balance(lot, network.manufacturer_storage).on_hand == 100
-    assert move.user == network.warehouse and move.reason == "production output"
+    assert move.user == network.warehouse
+    assert move.reason == "production output"
 
 
 def test_transfer_moves_units_between_locations(network, lot):
@@ -174,7 +176,9 @@ def test_adjustment_is_for_qa_only_and_posts_a_move(network, lot):
         actor=network.qa,
         reason="cycle count",
     )
-    assert move.kind == MoveKind.ADJUSTMENT and move.to_location is None and move.quantity == 2
+    assert move.kind == MoveKind.ADJUSTMENT
+    assert move.to_location is None
+    assert move.quantity == 2
     assert balance(lot, network.manufacturer_storage).on_hand == 8
 
 
