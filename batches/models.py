@@ -18,7 +18,7 @@ from pharmadms.identifiers import validate_gtin14
 # GS1 AI (10) batch/lot: up to 20 characters of GS1 character set 82 (no spaces).
 lot_number_validator = RegexValidator(
     r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$",
-    "a lot number is 1 to 20 GS1 characters (letters, digits and !\"%&'()*+,-./:;<=>?_), no spaces",
+    "a lot number is 1 to 20 GS1 characters: letters, digits and GS1 symbols, no spaces",
     code="invalid_lot_number",
 )
 

@@ -35,14 +35,18 @@ def client_for(user) -> APIClient:
     return client
 
 
+class Network:
+    """The partners, sites, locations and users of a small test network."""
+
+
 @pytest.fixture
 def network(db):
     """A manufacturer and two wholesalers, each with a site, storage and quarantine locations,
     and one user per role that matters."""
+    return build_network()
 
-    class Network:
-        pass
 
+def build_network() -> Network:
     net = Network()
     net.manufacturer = PartnerFactory(name="Acme Pharma", kind=PartnerKind.MANUFACTURER)
     net.wholesaler = PartnerFactory(name="North Wholesale", kind=PartnerKind.WHOLESALER)

@@ -119,9 +119,10 @@ class UserFactory(DjangoModelFactory):
 
 
 class StorageClassFactory(RegulatedFactory):
+    """One row per code: products of a test share their storage class."""
+
     class Meta:
         model = StorageClass
-        django_get_or_create = ["code"]
 
     code = "2-8c"
     name = "Refrigerated"
@@ -129,9 +130,9 @@ class StorageClassFactory(RegulatedFactory):
     max_celsius = Decimal("8.0")
 
     @classmethod
-    def _get_or_create(cls, model_class, *args, **kwargs):
+    def _create(cls, model_class, *args, **kwargs):
         existing = model_class.objects.filter(code=kwargs["code"]).first()
-        return existing or cls._create(model_class, *args, **kwargs)
+        return existing or super()._create(model_class, *args, **kwargs)
 
 
 class ProductFactory(RegulatedFactory):
