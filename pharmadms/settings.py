@@ -141,6 +141,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Serve app static files straight from their apps: no collectstatic step before a first run.
+WHITENOISE_USE_FINDERS = True
 
 # Security: strict by default; DEBUG relaxes only what a local http:// demo needs.
 SECURE_CONTENT_TYPE_NOSNIFF = True

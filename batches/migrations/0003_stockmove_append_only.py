@@ -2,10 +2,11 @@
 
 from django.db import migrations
 
+# schema_editor.execute() passes parameters, so a literal % is written %%.
 POSTGRES = """
 CREATE OR REPLACE FUNCTION batches_stockmove_append_only() RETURNS trigger AS $$
 BEGIN
-    RAISE EXCEPTION 'stock moves are append-only (% refused)', TG_OP
+    RAISE EXCEPTION 'stock moves are append-only (%% refused)', TG_OP
         USING ERRCODE = 'integrity_constraint_violation';
 END;
 $$ LANGUAGE plpgsql;
