@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 
 import pytest
+from django.db.backends.base.operations import BaseDatabaseOperations
 from rest_framework.test import APIClient
 
 from partners.models import PartnerKind, Role
@@ -22,6 +25,60 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped in CI, where nothing may skip: {reason}"
+
+
+_LEDGER_GUARD = importlib.import_module("batches.migrations.0003_stockmove_append_only")
+
+
+@contextlib.contextmanager
+def ledger_guard_lifted(connection):
+    """Lift, for one statement list, the triggers that keep batches_stockmove append-only.
+
+    Only the test database's flush (which empties every table after a transactional test:
+    TRUNCATE on PostgreSQL, DELETE on SQLite) goes through here; the guards are back on before
+    the next statement of any test.
+    """
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'batches_stockmove'::regclass"
+                " AND tgname LIKE 'batches_stockmove_%%' AND tgenabled <> 'D'"
+            )
+            names = [row[0] for row in cursor.fetchall()]
+            lift = [f"ALTER TABLE batches_stockmove DISABLE TRIGGER {n}" for n in names]
+            restore = [f"ALTER TABLE batches_stockmove ENABLE TRIGGER {n}" for n in names]
+        elif connection.vendor == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                " AND tbl_name = 'batches_stockmove'"
+            )
+            names = {row[0] for row in cursor.fetchall()}
+            lift = [f"DROP TRIGGER {n}" for n in sorted(names)]
+            restore = [sql for sql in _LEDGER_GUARD.SQLITE if any(n in sql for n in names)]
+        else:
+            lift = restore = []
+        for statement in lift:
+            cursor.execute(statement)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            for statement in restore:
+                cursor.execute(statement)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ledger_guard_yields_to_test_flush():
+    """Let Django's test flush empty the ledger; nothing else ever can (see ledger_guard_lifted)."""
+    original = BaseDatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        with ledger_guard_lifted(self.connection):
+            return original(self, sql_list)
+
+    BaseDatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    BaseDatabaseOperations.execute_sql_flush = original
 
 
 @pytest.fixture

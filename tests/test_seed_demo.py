@@ -1,0 +1,215 @@
+"""The seed_demo command: a realistic network, written through the services, idempotently."""
+
+from __future__ import annotations
+
+import datetime
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.history import regulated_models
+from batches.models import Batch, BatchStatus, Product, StockBalance, StockMove
+from partners.models import Licence, Partner, PartnerKind, Role, User
+from pharmadms.identifiers import normalise_gtin, validate_gln
+
+DEMO_PASSWORD = "demo-pharma-test-2026"
+DEMO_ROLES = {
+    "admin": Role.ADMIN,
+    "qa": Role.QA_OFFICER,
+    "warehouse": Role.WAREHOUSE_OPERATOR,
+    "orderdesk": Role.ORDER_DESK,
+    "pharmacy": Role.PARTNER_USER,
+    "regulator": Role.REGULATOR,
+}
+
+
+def seed() -> str:
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def row_counts() -> dict[str, int]:
+    """Rows of every regulated model and its history, plus the ledger and the users."""
+    counts = {}
+    for model in regulated_models():
+        counts[model._meta.label] = model.objects.count()
+        counts[f"{model._meta.label} history"] = model.history.count()
+    for model in (StockMove, StockBalance, User, User.history.model):
+        counts[model._meta.label] = model.objects.count()
+    return counts
+
+
+@pytest.fixture
+def seeded(settings):
+    settings.DEMO_PASSWORD = DEMO_PASSWORD
+    return seed()
+
+
+@pytest.mark.django_db
+def test_seeds_the_partners_of_the_network(seeded):
+    """One manufacturer, three wholesalers in different regions, 20 pharmacies, 2 hospitals and
+    a regulator, each with a valid GLN and a site with its own GLN."""
+    kinds = {kind: Partner.objects.filter(kind=kind).count() for kind in PartnerKind.values}
+    assert kinds == {
+        PartnerKind.MANUFACTURER: 1,
+        PartnerKind.WHOLESALER: 3,
+        PartnerKind.PHARMACY: 20,
+        PartnerKind.HOSPITAL: 2,
+        PartnerKind.LOGISTICS: 0,
+        PartnerKind.REGULATOR: 1,
+    }
+    wholesaler_regions = Partner.objects.filter(kind=PartnerKind.WHOLESALER).values("region")
+    assert len({row["region"] for row in wholesaler_regions}) == 3
+    assert Partner.objects.get(kind=PartnerKind.MANUFACTURER).gs1_company_prefix
+    for partner in Partner.objects.prefetch_related("sites"):
+        validate_gln(partner.gln)
+        assert partner.contact_email
+        assert partner.contact_phone
+        assert partner.sites.count() == 1
+        validate_gln(partner.sites.get().gln)
+
+
+@pytest.mark.django_db
+def test_every_trading_partner_holds_licences_some_for_controlled_substances(seeded):
+    """Every partner but the regulator holds a licence; only some cover controlled substances,
+    and the licences' periods lie around today."""
+    today = timezone.localdate()
+    for partner in Partner.objects.exclude(kind=PartnerKind.REGULATOR):
+        assert partner.licences.exists(), partner
+    controlled = Licence.objects.filter(covers_controlled_substances=True)
+    assert controlled.exists()
+    assert Licence.objects.filter(covers_controlled_substances=False).exists()
+    trading = Partner.objects.exclude(kind=PartnerKind.REGULATOR)
+    assert trading.exclude(licences__in=controlled).exists(), "some partners lack a registration"
+    for licence in Licence.objects.all():
+        assert licence.valid_from <= today
+        assert abs((licence.valid_until - today).days) < 5 * 366
+    assert Licence.objects.filter(valid_until__lt=today).count() == 1  # the lapsed pharmacy
+
+
+@pytest.mark.django_db
+def test_seeds_products_and_lots_around_today(seeded):
+    """Ten products with valid GTIN-14s, one controlled; lots include an expired one, one near
+    expiry and one still in quarantine."""
+    today = timezone.localdate()
+    assert Product.objects.count() == 10
+    for product in Product.objects.all():
+        assert normalise_gtin(product.gtin) == product.gtin
+    controlled = [product for product in Product.objects.all() if product.is_controlled]
+    assert [product.controlled_schedule for product in controlled] == ["CII"]
+    assert {p.storage_class.code for p in Product.objects.select_related("storage_class")} >= {
+        "2-8c",
+        "15-25c",
+    }
+    assert Batch.objects.filter(expires_on__lt=today).exists()
+    assert Batch.objects.filter(status=BatchStatus.QUARANTINE).count() == 1
+    assert Batch.objects.filter(
+        status=BatchStatus.RELEASED,
+        expires_on__gte=today,
+        expires_on__lte=today + datetime.timedelta(days=90),
+    ).exists()
+    for batch in Batch.objects.all():
+        assert batch.manufactured_on <= today < batch.expires_on or batch.expires_on < today
+
+
+@pytest.mark.django_db
+def test_stock_is_held_at_the_manufacturer_and_every_wholesaler(seeded):
+    """The manufacturer and each wholesaler hold stock; quarantined stock is not in storage."""
+    holders = StockBalance.objects.filter(on_hand__gt=0).values_list(
+        "location__site__partner__kind", "location__site__partner__name"
+    )
+    kinds = {kind for kind, _ in holders}
+    assert PartnerKind.MANUFACTURER in kinds
+    wholesalers_with_stock = {name for kind, name in holders if kind == PartnerKind.WHOLESALER}
+    assert len(wholesalers_with_stock) == 3
+    assert not StockBalance.objects.filter(
+        on_hand__gt=0, batch__status=BatchStatus.QUARANTINE, location__kind="storage"
+    ).exists()
+
+
+@pytest.mark.django_db
+def test_one_demo_login_per_role(seeded):
+    """Six demo users with their roles and partners, signing in with DEMO_PASSWORD; the table at
+    the end lists them."""
+    for username, role in DEMO_ROLES.items():
+        user = User.objects.get(username=username)
+        assert user.role == role
+        assert user.is_active
+        assert user.check_password(DEMO_PASSWORD)
+        assert username in seeded
+    assert User.objects.get(username="admin").is_superuser
+    assert User.objects.get(username="admin").partner.kind == PartnerKind.MANUFACTURER
+    assert User.objects.get(username="orderdesk").partner.kind == PartnerKind.WHOLESALER
+    assert User.objects.get(username="pharmacy").partner.kind == PartnerKind.PHARMACY
+    assert User.objects.get(username="regulator").partner.kind == PartnerKind.REGULATOR
+    assert not User.objects.get(username="system").has_usable_password()
+    assert DEMO_PASSWORD in seeded
+
+
+@pytest.mark.django_db
+def test_every_regulated_row_has_a_history_row_with_user_and_reason(seeded):
+    """Every regulated row was written through a service: its history names who and why."""
+    for model in regulated_models():
+        history = model.history
+        anonymous = history.filter(
+            Q(history_user__isnull=True)
+            | Q(history_change_reason__isnull=True)
+            | Q(history_change_reason="")
+        )
+        assert not anonymous.exists(), f"{model._meta.label} history without user or reason"
+        created = set(history.filter(history_type="+").values_list("id", flat=True))
+        assert set(model.objects.values_list("pk", flat=True)) <= created, model._meta.label
+    assert not StockMove.objects.filter(reason="").exists()
+    assert not User.history.filter(history_change_reason__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_running_twice_creates_nothing_new(settings):
+    """A second run finds every row and leaves every count, history included, as it was."""
+    settings.DEMO_PASSWORD = DEMO_PASSWORD
+    seed()
+    first = row_counts()
+
+    second_output = seed()
+
+    assert row_counts() == first
+    assert "(0 new)" in second_output
+
+
+@pytest.mark.django_db
+def test_a_changed_demo_password_is_applied_on_the_next_run(settings):
+    settings.DEMO_PASSWORD = DEMO_PASSWORD
+    seed()
+    settings.DEMO_PASSWORD = "another-demo-password"
+
+    seed()
+
+    assert User.objects.get(username="qa").check_password("another-demo-password")
+
+
+@pytest.mark.django_db
+def test_empty_demo_password_is_refused(settings):
+    """Without DEMO_PASSWORD the command refuses in one line and seeds nothing."""
+    settings.DEMO_PASSWORD = ""
+    with pytest.raises(CommandError, match="DEMO_PASSWORD") as error:
+        call_command("seed_demo", stdout=StringIO())
+    assert "\n" not in str(error.value)
+    assert not Partner.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_foreign_user_under_a_demo_username_is_refused(settings):
+    """A user named like a demo login but with another role is not silently taken over."""
+    settings.DEMO_PASSWORD = DEMO_PASSWORD
+    seed()
+    qa = User.objects.get(username="qa")
+    qa.role = Role.PARTNER_USER
+    qa._change_reason = "test: someone else's account"
+    qa.save(update_fields=["role"])
+
+    with pytest.raises(CommandError, match="'qa' exists with another partner or role"):
+        seed()
