@@ -1,5 +1,7 @@
 """Server-rendered pages shared by all apps: the home page and a health check."""
 
+import datetime
+
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import JsonResponse
@@ -9,6 +11,9 @@ from django.views.decorators.http import require_GET
 
 from batches.selectors import stock_on_hand_by_lot
 
+# A lot within this many days of expiry is flagged on the stock page.
+NEAR_EXPIRY_DAYS = 90
+
 
 @login_required
 def home(request):
@@ -16,7 +21,8 @@ def home(request):
     user = request.user
     today = timezone.localdate()
     rows = stock_on_hand_by_lot(partner=user.partner) if user.partner_id else []
-    return render(request, "home.html", {"rows": rows, "today": today})
+    near_expiry = today + datetime.timedelta(days=NEAR_EXPIRY_DAYS)
+    return render(request, "home.html", {"rows": rows, "today": today, "near_expiry": near_expiry})
 
 
 @require_GET
