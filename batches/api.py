@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -10,12 +10,23 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from partners.models import Location, Role
-from pharmadms.exceptions import InvalidInput
+from pharmadms.exceptions import InvalidInput, NotPermitted
 from pharmadms.identifiers import normalise_gtin
-from pharmadms.viewsets import HistoryMixin, PartnerScopedMixin, ReasonField, ServiceWriteViewSet
+from pharmadms.viewsets import (
+    HistoryMixin,
+    PartnerScopedMixin,
+    ReasonField,
+    ServiceWriteViewSet,
+    StrictFieldsMixin,
+)
 
 from . import services
 from .models import Batch, Product, StockBalance, StockMove, StorageClass
+
+# Twenty years: generous for any medicine, and far from the calendar's end.
+MAX_SHELF_LIFE_MONTHS = 240
+# Adjustments land in 32-bit integer columns (PostgreSQL integer).
+MAX_QUANTITY_CHANGE = 2_147_483_647
 
 
 class StorageClassSerializer(serializers.ModelSerializer):
@@ -29,9 +40,15 @@ class StorageClassViewSet(HistoryMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = StorageClassSerializer
 
 
-class ProductSerializer(serializers.ModelSerializer):
+class ProductSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     reason = ReasonField()
     manufacturer = serializers.PrimaryKeyRelatedField(read_only=True)
+    # Declared, not derived from the model: the model's 14-digit validator would refuse a
+    # GTIN-8/12/13 before validate_gtin() could pad it to 14 digits.
+    gtin = serializers.CharField(max_length=14, help_text="GTIN-8, -12, -13 or -14; stored as 14")
+    # Bounded here because the model's PositiveSmallIntegerField is unbounded on SQLite and
+    # expiry arithmetic overflows the calendar for absurd values.
+    shelf_life_months = serializers.IntegerField(min_value=1, max_value=MAX_SHELF_LIFE_MONTHS)
 
     class Meta:
         model = Product
@@ -55,9 +72,15 @@ class ProductSerializer(serializers.ModelSerializer):
         from django.core.exceptions import ValidationError
 
         try:
-            return normalise_gtin(value)
+            gtin = normalise_gtin(value)
         except ValidationError as error:
             raise serializers.ValidationError(error.messages[0], code="invalid_gtin") from error
+        others = Product.objects.filter(gtin=gtin)
+        if self.instance is not None:
+            others = others.exclude(pk=self.instance.pk)
+        if others.exists():
+            raise serializers.ValidationError(f"GTIN {gtin} is already registered", code="unique")
+        return gtin
 
 
 class ProductViewSet(ServiceWriteViewSet):
@@ -72,6 +95,11 @@ class ProductViewSet(ServiceWriteViewSet):
 
     def perform_service_create(self, data, reason):
         user = self.request.user
+        if user.partner is None:
+            raise NotPermitted(
+                "a product is registered by a member of its manufacturer",
+                code="not_a_manufacturer",
+            )
         return services.product_create(manufacturer=user.partner, actor=user, reason=reason, **data)
 
     def perform_service_update(self, instance, data, reason):
@@ -80,7 +108,18 @@ class ProductViewSet(ServiceWriteViewSet):
         )
 
 
-class BatchSerializer(serializers.ModelSerializer):
+def visible_batches(user) -> QuerySet[Batch]:
+    """Lots the user may see: their partner's own make, lots their partner holds or held."""
+    queryset = Batch.objects.all()
+    if user.sees_everything:
+        return queryset
+    held = StockBalance.objects.filter(location__site__partner_id=user.partner_id)
+    return queryset.filter(
+        Q(product__manufacturer_id=user.partner_id) | Q(pk__in=held.values("batch_id"))
+    )
+
+
+class BatchSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     reason = ReasonField()
     is_expired = serializers.SerializerMethodField()
 
@@ -118,14 +157,9 @@ class BatchViewSet(ServiceWriteViewSet):
     write_roles = {Role.ADMIN, Role.QA_OFFICER}
 
     def get_queryset(self):
-        queryset = Batch.objects.select_related("product")
-        user = self.request.user
-        if user.sees_everything:
-            return queryset
-        held = StockBalance.objects.filter(location__site__partner_id=user.partner_id)
-        return queryset.filter(
-            Q(product__manufacturer_id=user.partner_id) | Q(pk__in=held.values("batch_id"))
-        )
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return Batch.objects.none()
+        return visible_batches(self.request.user).select_related("product")
 
     def perform_service_create(self, data, reason):
         return services.batch_create(actor=self.request.user, reason=reason, **data)
@@ -186,10 +220,28 @@ class StockMoveSerializer(serializers.ModelSerializer):
         ]
 
 
-class StockAdjustmentSerializer(serializers.Serializer):
-    batch = serializers.IntegerField()
-    location = serializers.IntegerField()
-    quantity_change = serializers.IntegerField(help_text="units to add (>0) or remove (<0)")
+class QuantityChangeField(serializers.IntegerField):
+    """A signed whole number of units; every refusal answers ``invalid_quantity``, the code the
+    ledger service gives a zero change, so a client handles one code for one mistake."""
+
+    def run_validation(self, data=serializers.empty):
+        try:
+            return super().run_validation(data)
+        except serializers.ValidationError as error:
+            messages = error.detail if isinstance(error.detail, list) else [error.detail]
+            raise serializers.ValidationError(
+                [str(message) for message in messages], code="invalid_quantity"
+            ) from error
+
+
+class StockAdjustmentSerializer(StrictFieldsMixin, serializers.Serializer):
+    batch = serializers.IntegerField(min_value=1)
+    location = serializers.IntegerField(min_value=1)
+    quantity_change = QuantityChangeField(
+        min_value=-MAX_QUANTITY_CHANGE,
+        max_value=MAX_QUANTITY_CHANGE,
+        help_text="units to add (>0) or remove (<0); never zero",
+    )
     reason = ReasonField()
     reference = serializers.CharField(max_length=100, required=False, default="")
 
@@ -198,6 +250,7 @@ class StockMoveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     """The append-only ledger of the user's own partner; a QA adjustment posts a new move."""
 
     serializer_class = StockMoveSerializer
+    write_roles = {Role.QA_OFFICER}  # the only write here is a QA adjustment
     filterset_fields = {
         "batch": ["exact"],
         "kind": ["exact"],
@@ -207,6 +260,8 @@ class StockMoveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
 
     def get_queryset(self):
         queryset = StockMove.objects.select_related("user")
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return queryset.none()
         user = self.request.user
         if user.sees_everything:
             return queryset
@@ -227,7 +282,8 @@ class StockMoveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         if not user.is_superuser:
             locations = locations.filter(site__partner_id=user.partner_id)
         location = get_object_or_404(locations, pk=data["location"])
-        batch = get_object_or_404(Batch.objects.select_related("product"), pk=data["batch"])
+        # A lot the partner cannot see is "not found", like any other invisible object.
+        batch = get_object_or_404(visible_batches(user).select_related("product"), pk=data["batch"])
         move = services.stock_adjust(
             batch=batch,
             location=location,

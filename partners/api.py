@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pharmadms.exceptions import NotPermitted
-from pharmadms.viewsets import PartnerScopedMixin, ReasonField, ServiceWriteViewSet
+from pharmadms.exceptions import InvalidInput, NotPermitted
+from pharmadms.viewsets import (
+    PartnerScopedMixin,
+    ReasonField,
+    ServiceWriteViewSet,
+    StrictFieldsMixin,
+)
 
 from . import services
-from .models import Licence, Location, Partner, Role, Site
+from .models import Licence, Location, Partner, ProductCategory, Role, Site
 
 
-class PartnerSerializer(serializers.ModelSerializer):
+class PartnerSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     reason = ReasonField()
 
     class Meta:
@@ -54,9 +59,23 @@ class PartnerViewSet(ServiceWriteViewSet):
         )
 
 
-class LicenceSerializer(serializers.ModelSerializer):
+@extend_schema_field(
+    {"type": "array", "items": {"type": "string", "enum": list(ProductCategory.values)}}
+)
+class ProductCategoriesField(serializers.ListField):
+    """A typed list: the model's JSONField would take any JSON (a number, nested lists), which
+    Licence.clean() cannot check. The schema inlines the enum: a named component would clash
+    with the product's own category enum."""
+
+
+class LicenceSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     reason = ReasonField()
     partner = serializers.PrimaryKeyRelatedField(read_only=True)
+    product_categories = ProductCategoriesField(
+        child=serializers.ChoiceField(choices=ProductCategory.choices),
+        allow_empty=False,
+        help_text="the product categories this licence covers",
+    )
 
     class Meta:
         model = Licence
@@ -98,7 +117,7 @@ class LicenceViewSet(PartnerScopedMixin, ServiceWriteViewSet):
         )
 
 
-class SiteSerializer(serializers.ModelSerializer):
+class SiteSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     reason = ReasonField()
     partner = serializers.PrimaryKeyRelatedField(read_only=True)
 
@@ -144,7 +163,7 @@ class VisibleSiteField(serializers.PrimaryKeyRelatedField):
         return queryset if user.is_superuser else queryset.filter(partner_id=user.partner_id)
 
 
-class LocationSerializer(serializers.ModelSerializer):
+class LocationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     reason = ReasonField()
     site = VisibleSiteField()
 
@@ -167,7 +186,9 @@ class LocationViewSet(PartnerScopedMixin, ServiceWriteViewSet):
         return services.location_create(site=site, actor=self.request.user, reason=reason, **data)
 
     def perform_service_update(self, instance, data, reason):
-        data.pop("site", None)
+        site = data.pop("site", instance.site)
+        if site != instance.site:
+            raise InvalidInput("a location never moves to another site", code="field_not_editable")
         return services.location_update(
             location=instance, actor=self.request.user, reason=reason, **data
         )
@@ -183,6 +204,14 @@ class TokenView(APIView):
 
     permission_classes = [AllowAny]
     throttle_scope = "token"
+
+    def get_authenticators(self):
+        # POST authenticates by its username and password alone: a stale token still sent in
+        # the header (or a session without its CSRF token) must not stop a client from
+        # obtaining a new token. No session is created here, so there is no login CSRF.
+        if self.request is not None and self.request.method == "POST":
+            return []
+        return super().get_authenticators()
 
     @extend_schema(
         request=TokenRequestSerializer,
@@ -209,9 +238,9 @@ class TokenView(APIView):
     def delete(self, request):
         token = request.auth
         if not request.user.is_authenticated or token is None or not hasattr(token, "digest"):
-            return Response(
-                {"code": "not_token_authenticated", "detail": "send the token to revoke it"},
-                status=status.HTTP_401_UNAUTHORIZED,
+            # Raised, not returned: DRF then adds the WWW-Authenticate challenge a 401 must carry.
+            raise exceptions.NotAuthenticated(
+                "send the token to revoke it", code="not_token_authenticated"
             )
         services.api_token_revoke(token=token)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -11,15 +12,55 @@ from rest_framework.response import Response
 
 from audit.history import history_diff
 
+from .exceptions import InvalidInput
+
+REASON_REQUIRED = "a reason is required: why is this change made? (kept in the audit trail)"
+
 
 class ReasonField(serializers.CharField):
-    """Why the change is made: required on every write of a regulated record."""
+    """Why the change is made: required on every write of a regulated record.
+
+    A missing, empty or blank reason answers the code ``reason_required``, the same code the
+    services use, so a client handles one code whichever layer refused.
+    """
 
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("write_only", True)
         kwargs.setdefault("max_length", 1000)
         kwargs.setdefault("help_text", "why this change is made (kept in the audit trail)")
         super().__init__(**kwargs)
+
+    def fail(self, key: str, **kwargs: Any):
+        if key in {"required", "blank", "null"}:
+            raise serializers.ValidationError(REASON_REQUIRED, code="reason_required")
+        return super().fail(key, **kwargs)
+
+
+class StrictFieldsMixin:
+    """Refuse fields the serializer does not accept instead of silently dropping them.
+
+    In a regulated record a dropped field is a lie by omission: a client that sends
+    ``"status": "released"`` must learn that nothing was released.
+    """
+
+    # Sent by Django's {% csrf_token %} in the browsable API's HTML forms; not a record field.
+    transport_fields = frozenset({"csrfmiddlewaretoken"})
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            errors = {}
+            for name in sorted(set(data) - set(self.fields) - self.transport_fields):
+                errors[name] = [serializers.ErrorDetail("unknown field", code="unknown_field")]
+            for name in sorted(set(data) & set(self.fields)):
+                if self.fields[name].read_only:
+                    errors[name] = [
+                        serializers.ErrorDetail(
+                            "this field cannot be written", code="field_not_editable"
+                        )
+                    ]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
 
 
 class HistoryEntrySerializer(serializers.Serializer):
@@ -44,6 +85,8 @@ class PartnerScopedMixin:
 
     def get_queryset(self):
         queryset = self.base_queryset()
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return queryset.none()
         user = self.request.user
         if user.sees_everything:
             return queryset
@@ -103,8 +146,15 @@ class ServiceWriteViewSet(
         serializer = self.get_serializer(instance, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        reason = data.pop("reason", None)
-        instance = self.perform_service_update(instance, data, reason or "")
+        reason = data.pop("reason", "")
+        if not reason.strip():
+            raise serializers.ValidationError(
+                {"reason": [serializers.ErrorDetail(REASON_REQUIRED, code="reason_required")]}
+            )
+        if not data:
+            # A reason with nothing to change would answer 200 and record no version at all.
+            raise InvalidInput("the request changes no field", code="no_changes")
+        instance = self.perform_service_update(instance, data, reason)
         return Response(self.get_serializer(instance).data)
 
     def perform_service_create(self, data: dict, reason: str):  # pragma: no cover - abstract
