@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
-from pharmadms.exceptions import InvalidInput, RuleViolation
+from pharmadms.exceptions import InvalidInput, RuleViolation, public_code
 
 _bulk_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("bulk_allowed", default=False)
 
@@ -139,13 +139,12 @@ def invalid_input_from(error: ValidationError) -> InvalidInput:
         first = errors[0]
         message = " ".join(first.messages)
         detail = message if field == "__all__" else f"{field}: {message}"
-        code = first.code or "invalid"
         return InvalidInput(
             detail,
-            code="duplicate" if code == "unique" else code,
+            code=public_code(first.code),
             extra={"errors": error.message_dict},
         )
-    return InvalidInput(" ".join(error.messages), code=getattr(error, "code", None) or "invalid")
+    return InvalidInput(" ".join(error.messages), code=public_code(getattr(error, "code", None)))
 
 
 def _unchanged_fields(instance: models.Model, update_fields: Sequence[str] | None) -> list[str]:

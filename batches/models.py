@@ -6,7 +6,7 @@ import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
@@ -70,7 +70,9 @@ class Product(RegulatedModel):
         default=ControlledSchedule.NONE,
         blank=True,
     )
-    shelf_life_months = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
+    shelf_life_months = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(240)]
+    )
     is_active = models.BooleanField(default=True)
     history = HistoricalRecords()
 
@@ -144,8 +146,11 @@ class Batch(RegulatedModel):
     def clean(self) -> None:
         if self.manufactured_on and self.expires_on and self.expires_on <= self.manufactured_on:
             raise ValidationError(
-                {"expires_on": "expiry must come after manufacture"},
-                code="expiry_before_manufacture",
+                {
+                    "expires_on": ValidationError(
+                        "expiry must come after manufacture", code="expiry_before_manufacture"
+                    )
+                }
             )
 
     def is_expired_on(self, day: datetime.date) -> bool:
@@ -246,8 +251,8 @@ class StockBalance(models.Model):
 
     batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="balances")
     location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="balances")
-    on_hand = models.IntegerField(default=0)
-    allocated = models.IntegerField(default=0)
+    on_hand = models.BigIntegerField(default=0)
+    allocated = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

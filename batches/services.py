@@ -136,6 +136,10 @@ def batch_create(
 
 
 def _check_dates(product: Product, manufactured_on: datetime.date, expires_on: datetime.date):
+    if manufactured_on > timezone.localdate():
+        raise InvalidInput(
+            "a lot cannot be manufactured in the future", code="manufacture_in_future"
+        )
     if expires_on <= manufactured_on:
         raise InvalidInput("expiry must come after manufacture", code="expiry_before_manufacture")
     # Expiry is usually printed as a month: allow the rest of the last month of shelf life.
@@ -196,9 +200,17 @@ def batch_change_status(*, batch: Batch, to_status: str, actor: User, reason: st
 # --- the ledger ----------------------------------------------------------------------------
 
 
+# No single move or allocation is larger than this; balances are 64-bit, so they never overflow.
+MAX_QUANTITY = 1_000_000_000
+
+
 def _positive_quantity(quantity: Any) -> int:
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
         raise InvalidInput("quantity must be a whole number above zero", code="invalid_quantity")
+    if quantity > MAX_QUANTITY:
+        raise InvalidInput(
+            f"quantity must not exceed {MAX_QUANTITY:,} units", code="invalid_quantity"
+        )
     return quantity
 
 

@@ -114,15 +114,31 @@ class Licence(RegulatedModel):
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 
-        unknown = set(self.product_categories or []) - set(ProductCategory.values)
-        if not isinstance(self.product_categories, list) or unknown:
+        categories = self.product_categories
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
             raise ValidationError(
-                {"product_categories": f"unknown product categories: {sorted(unknown)}"},
-                code="invalid_scope",
+                {
+                    "product_categories": ValidationError(
+                        "a list of product categories", code="invalid_scope"
+                    )
+                }
+            )
+        unknown = sorted(set(categories) - set(ProductCategory.values))
+        if unknown:
+            raise ValidationError(
+                {
+                    "product_categories": ValidationError(
+                        f"unknown product categories: {', '.join(unknown)}", code="invalid_scope"
+                    )
+                }
             )
         if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
             raise ValidationError(
-                {"valid_until": "a licence cannot end before it starts"}, code="invalid_period"
+                {
+                    "valid_until": ValidationError(
+                        "a licence cannot end before it starts", code="invalid_period"
+                    )
+                }
             )
 
     def is_valid_on(self, day: datetime.date) -> bool:

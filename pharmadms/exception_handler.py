@@ -15,7 +15,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .exceptions import ApplicationError
+from .exceptions import ApplicationError, public_code
 
 
 def _first_message(detail: Any) -> str:
@@ -54,7 +54,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None or not isinstance(exc, drf_exceptions.APIException):
         return response
     body: dict[str, Any] = {
-        "code": _first_code(exc.get_codes()),
+        "code": public_code(_first_code(exc.get_codes())),
         "detail": _first_message(exc.detail),
     }
     if isinstance(exc, drf_exceptions.ValidationError):

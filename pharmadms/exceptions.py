@@ -49,3 +49,8 @@ class NotFound(ApplicationError):
 
     status_code = 404
     default_code = "not_found"
+
+
+def public_code(code: str | None) -> str:
+    """The code a client sees for a validator's code (Django says "unique", we say "duplicate")."""
+    return {"unique": "duplicate", None: "invalid", "": "invalid"}.get(code, code)

@@ -1,4 +1,4 @@
-"""Configuration comes from the environment only, and production values pass Django's deploy check."""
+"""Configuration comes from the environment only; production values pass the deploy check."""
 
 from __future__ import annotations
 
@@ -18,8 +18,17 @@ PRODUCTION = {
 }
 
 
-SETTINGS_VARIABLES = {"DEBUG", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "SECURE_SSL_REDIRECT",
-                      "SECURE_COOKIES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "MQTT_URL"}
+SETTINGS_VARIABLES = {
+    "DEBUG",
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "ALLOWED_HOSTS",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_COOKIES",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "MQTT_URL",
+}
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -27,8 +36,12 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
     clean["PHARMADMS_VAR_DIR"] = str(ROOT / "var" / "settings-test")
     return subprocess.run(  # noqa: S603 - our own manage.py with fixed arguments
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -44,18 +57,27 @@ def test_production_values_pass_the_deploy_check():
 
 
 def test_database_url_selects_postgresql_with_persistent_connections():
-    code = ("from django.conf import settings as s; d = s.DATABASES['default'];"
-            "print(d['ENGINE'], d['HOST'], d['NAME'], d['CONN_MAX_AGE'] > 0, "
-            "d['CONN_HEALTH_CHECKS'], s.CELERY_TASK_ALWAYS_EAGER)")
+    code = (
+        "from django.conf import settings as s; d = s.DATABASES['default'];"
+        "print(d['ENGINE'], d['HOST'], d['NAME'], d['CONN_MAX_AGE'] > 0, "
+        "d['CONN_HEALTH_CHECKS'], s.CELERY_TASK_ALWAYS_EAGER)"
+    )
     result = manage("shell", "--no-imports", "-c", code, **PRODUCTION)
     assert result.stdout.split() == [
-        "django.db.backends.postgresql", "db.example.com", "pharmadms", "True", "True", "False"
+        "django.db.backends.postgresql",
+        "db.example.com",
+        "pharmadms",
+        "True",
+        "True",
+        "False",
     ], result.stderr
 
 
 def test_embedded_defaults_are_sqlite_and_eager_tasks():
-    code = ("from django.conf import settings as s; d = s.DATABASES['default'];"
-            "print(d['ENGINE'], d['CONN_MAX_AGE'] > 0, s.CELERY_TASK_ALWAYS_EAGER)")
+    code = (
+        "from django.conf import settings as s; d = s.DATABASES['default'];"
+        "print(d['ENGINE'], d['CONN_MAX_AGE'] > 0, s.CELERY_TASK_ALWAYS_EAGER)"
+    )
     result = manage("shell", "--no-imports", "-c", code, DEBUG="true")
     assert result.stdout.split() == ["django.db.backends.sqlite3", "True", "True"], result.stderr
 
