@@ -20,12 +20,31 @@ from partners.models import Licence, Location, Partner, Site
 from tests.factories import BatchFactory, PartnerFactory, gln
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIRS = ["pharmadms", "audit", "partners", "batches", "orders", "coldchain", "recalls",
-               "integrations"]
+SOURCE_DIRS = [
+    "pharmadms",
+    "audit",
+    "partners",
+    "batches",
+    "orders",
+    "coldchain",
+    "recalls",
+    "integrations",
+]
 # The only module allowed to call the bulk APIs: it wraps them with their history rows.
 HISTORY_HELPERS = ROOT / "audit" / "history.py"
-QUERYSET_METHODS = {"objects", "filter", "exclude", "all", "select_for_update", "select_related",
-                    "order_by", "using", "distinct", "_default_manager", "_base_manager"}
+QUERYSET_METHODS = {
+    "objects",
+    "filter",
+    "exclude",
+    "all",
+    "select_for_update",
+    "select_related",
+    "order_by",
+    "using",
+    "distinct",
+    "_default_manager",
+    "_base_manager",
+}
 
 
 def test_every_regulated_model_keeps_history():
@@ -47,8 +66,9 @@ def test_save_without_reason_is_refused(db):
 def test_save_with_reason_records_user_and_reason(network):
     partner = network.wholesaler
     partner.contact_email = "orders@north.example.com"
-    save_with_reason(partner, actor=network.admin, reason="contact changed",
-                     update_fields=["contact_email"])
+    save_with_reason(
+        partner, actor=network.admin, reason="contact changed", update_fields=["contact_email"]
+    )
     latest = partner.history.latest()
     assert latest.history_user == network.admin
     assert latest.history_change_reason == "contact changed"
@@ -85,8 +105,14 @@ def test_regulated_rows_are_never_deleted(db):
 
 def test_history_aware_bulk_helpers_write_history(network):
     partners = [
-        Partner(name=f"Pharmacy {n}", kind="pharmacy", gln=gln(900_000 + n), region="DE-BW",
-                contact_email=f"p{n}@example.com", contact_phone="+49 711 000000")
+        Partner(
+            name=f"Pharmacy {n}",
+            kind="pharmacy",
+            gln=gln(900_000 + n),
+            region="DE-BW",
+            contact_email=f"p{n}@example.com",
+            contact_phone="+49 711 000000",
+        )
         for n in range(3)
     ]
     created = bulk_create_with_reason(partners, actor=network.admin, reason="import")
@@ -116,10 +142,13 @@ def _bypasses(path: Path, root: Path = ROOT) -> list[str]:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         name = node.func.attr
-        if name in {"bulk_create", "bulk_update", "bulk_create_with_history",
-                    "bulk_update_with_history", "update_or_create"} or (
-            name == "update" and _queryset_like(node.func.value)
-        ):
+        if name in {
+            "bulk_create",
+            "bulk_update",
+            "bulk_create_with_history",
+            "bulk_update_with_history",
+            "update_or_create",
+        } or (name == "update" and _queryset_like(node.func.value)):
             found.append(f"{path.relative_to(root)}:{node.lineno} {name}()")
     return found
 

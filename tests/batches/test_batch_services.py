@@ -81,8 +81,12 @@ def test_only_the_manufacturers_qa_or_admin_creates_lots(network, product):
 
 def test_dates_of_a_quarantined_lot_can_be_corrected_with_a_reason(network, product):
     lot = create(network, product)
-    services.batch_update_dates(batch=lot, expires_on=datetime.date(2027, 12, 31),
-                                actor=network.qa, reason="typo in batch record")
+    services.batch_update_dates(
+        batch=lot,
+        expires_on=datetime.date(2027, 12, 31),
+        actor=network.qa,
+        reason="typo in batch record",
+    )
     lot.refresh_from_db()
     assert lot.expires_on == datetime.date(2027, 12, 31)
     assert lot.history.latest().history_change_reason == "typo in batch record"
@@ -90,11 +94,13 @@ def test_dates_of_a_quarantined_lot_can_be_corrected_with_a_reason(network, prod
 
 def test_released_lot_expiry_cannot_change(network, product):
     lot = create(network, product)
-    services.batch_change_status(batch=lot, to_status=BatchStatus.RELEASED, actor=network.qa,
-                                 reason="batch record reviewed")
+    services.batch_change_status(
+        batch=lot, to_status=BatchStatus.RELEASED, actor=network.qa, reason="batch record reviewed"
+    )
     with pytest.raises(RuleViolation) as refusal:
-        services.batch_update_dates(batch=lot, expires_on=datetime.date(2027, 12, 31),
-                                    actor=network.qa, reason="extend")
+        services.batch_update_dates(
+            batch=lot, expires_on=datetime.date(2027, 12, 31), actor=network.qa, reason="extend"
+        )
     assert refusal.value.code == "batch_dates_locked"
     lot.refresh_from_db()
     assert lot.expires_on == datetime.date(2028, 2, 29)
@@ -121,27 +127,36 @@ def test_status_lifecycle(network, start, target, allowed):
         assert lot.status == target
     else:
         with pytest.raises(RuleViolation) as refusal:
-            services.batch_change_status(batch=lot, to_status=target, actor=network.qa,
-                                         reason="QA")
+            services.batch_change_status(batch=lot, to_status=target, actor=network.qa, reason="QA")
         assert refusal.value.code == "invalid_status_transition"
 
 
 def test_status_change_needs_a_qa_officer(network, product):
     lot = create(network, product)
     with pytest.raises(NotPermitted):
-        services.batch_change_status(batch=lot, to_status=BatchStatus.RELEASED,
-                                     actor=network.warehouse, reason="x")
+        services.batch_change_status(
+            batch=lot, to_status=BatchStatus.RELEASED, actor=network.warehouse, reason="x"
+        )
 
 
 def test_product_gtin_is_validated_and_immutable(network):
     with pytest.raises(InvalidInput) as refusal:
-        services.product_create(manufacturer=network.manufacturer, actor=network.qa,
-                                reason="new product", gtin="04000000000019", name="X",
-                                category="vaccine", dosage_form="tablet", strength="1 mg",
-                                pack_size=1, storage_class=ProductFactory().storage_class,
-                                shelf_life_months=12)
+        services.product_create(
+            manufacturer=network.manufacturer,
+            actor=network.qa,
+            reason="new product",
+            gtin="04000000000019",
+            name="X",
+            category="vaccine",
+            dosage_form="tablet",
+            strength="1 mg",
+            pack_size=1,
+            storage_class=ProductFactory().storage_class,
+            shelf_life_months=12,
+        )
     assert refusal.value.code == "invalid_gtin"
     product = ProductFactory(manufacturer=network.manufacturer)
     with pytest.raises(RuleViolation):
-        services.product_update(product=product, actor=network.qa, reason="x",
-                                gtin="04000000000026")
+        services.product_update(
+            product=product, actor=network.qa, reason="x", gtin="04000000000026"
+        )

@@ -74,53 +74,94 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(lot=st.integers(0, 2), location=st.integers(0, 2), quantity=st.integers(-3, 60))
     def receive(self, lot, location, quantity):
-        self.attempt(services.stock_receive, batch=self.lots[lot],
-                     location=self.locations[location], quantity=quantity,
-                     actor=self.net.warehouse, reason="goods in")
+        self.attempt(
+            services.stock_receive,
+            batch=self.lots[lot],
+            location=self.locations[location],
+            quantity=quantity,
+            actor=self.net.warehouse,
+            reason="goods in",
+        )
 
-    @rule(lot=st.integers(0, 2), source=st.integers(0, 2), destination=st.integers(0, 2),
-          quantity=st.integers(-3, 60))
+    @rule(
+        lot=st.integers(0, 2),
+        source=st.integers(0, 2),
+        destination=st.integers(0, 2),
+        quantity=st.integers(-3, 60),
+    )
     def transfer(self, lot, source, destination, quantity):
-        self.attempt(services.stock_transfer, batch=self.lots[lot],
-                     from_location=self.locations[source], to_location=self.locations[destination],
-                     quantity=quantity, actor=self.net.warehouse, reason="relocation")
+        self.attempt(
+            services.stock_transfer,
+            batch=self.lots[lot],
+            from_location=self.locations[source],
+            to_location=self.locations[destination],
+            quantity=quantity,
+            actor=self.net.warehouse,
+            reason="relocation",
+        )
 
-    @rule(quantity=st.integers(1, 80), min_days=st.sampled_from([0, 150, 300]),
-          partial=st.booleans())
+    @rule(
+        quantity=st.integers(1, 80), min_days=st.sampled_from([0, 150, 300]), partial=st.booleans()
+    )
     def allocate(self, quantity, min_days, partial):
-        made = self.attempt(services.stock_allocate, product=self.lots[0].product,
-                            quantity=quantity, locations=self.locations[:2], reference="SO",
-                            actor=self.net.warehouse, reason="order", on=TODAY,
-                            min_remaining_shelf_life_days=min_days, allow_partial=partial)
+        made = self.attempt(
+            services.stock_allocate,
+            product=self.lots[0].product,
+            quantity=quantity,
+            locations=self.locations[:2],
+            reference="SO",
+            actor=self.net.warehouse,
+            reason="order",
+            on=TODAY,
+            min_remaining_shelf_life_days=min_days,
+            allow_partial=partial,
+        )
         self.active.extend(made or [])
 
     @precondition(lambda self: self.active)
     @rule(index=st.integers(0, 1000))
     def deallocate(self, index):
         allocation = self.active.pop(index % len(self.active))
-        services.stock_deallocate(allocation=allocation, actor=self.net.warehouse,
-                                  reason="order cancelled")
+        services.stock_deallocate(
+            allocation=allocation, actor=self.net.warehouse, reason="order cancelled"
+        )
 
     @rule(lot=st.integers(0, 2), location=st.integers(0, 2), change=st.integers(-40, 40))
     def adjust(self, lot, location, change):
-        self.attempt(services.stock_adjust, batch=self.lots[lot],
-                     location=self.locations[location], quantity_change=change,
-                     actor=self.net.qa, reason="cycle count")
+        self.attempt(
+            services.stock_adjust,
+            batch=self.lots[lot],
+            location=self.locations[location],
+            quantity_change=change,
+            actor=self.net.qa,
+            reason="cycle count",
+        )
 
     @invariant()
     def moves_add_up_to_balances(self):
         if not hasattr(self, "lots"):
             return
         for row in StockBalance.objects.filter(batch__in=self.lots):
-            moved_in = (StockMove.objects.filter(batch=row.batch_id, to_location=row.location_id)
-                        .aggregate(total=Sum("quantity"))["total"] or 0)
-            moved_out = (StockMove.objects.filter(batch=row.batch_id, from_location=row.location_id)
-                         .aggregate(total=Sum("quantity"))["total"] or 0)
+            moved_in = (
+                StockMove.objects.filter(batch=row.batch_id, to_location=row.location_id).aggregate(
+                    total=Sum("quantity")
+                )["total"]
+                or 0
+            )
+            moved_out = (
+                StockMove.objects.filter(
+                    batch=row.batch_id, from_location=row.location_id
+                ).aggregate(total=Sum("quantity"))["total"]
+                or 0
+            )
             assert row.on_hand == moved_in - moved_out
             assert 0 <= row.allocated <= row.on_hand
-            reserved = (StockAllocation.objects.filter(batch=row.batch_id, location=row.location_id,
-                                                       status=AllocationStatus.ACTIVE)
-                        .aggregate(total=Sum("quantity"))["total"] or 0)
+            reserved = (
+                StockAllocation.objects.filter(
+                    batch=row.batch_id, location=row.location_id, status=AllocationStatus.ACTIVE
+                ).aggregate(total=Sum("quantity"))["total"]
+                or 0
+            )
             assert row.allocated == reserved
 
 

@@ -71,8 +71,9 @@ def test_controlled_substances_need_a_licence_that_says_so(pharmacy, opioid):
     assert partner_may_receive(partner=pharmacy, product=opioid, on=DAY).code == (
         "licence_excludes_controlled"
     )
-    LicenceFactory(partner=pharmacy, product_categories=["small_molecule"],
-                   covers_controlled_substances=True)
+    LicenceFactory(
+        partner=pharmacy, product_categories=["small_molecule"], covers_controlled_substances=True
+    )
     assert partner_may_receive(partner=pharmacy, product=opioid, on=DAY).allowed
 
 
@@ -88,22 +89,50 @@ def test_inactive_partner_and_regulator_cannot_receive(db, vaccine):
 
 def test_licence_service_validates_scope_and_period(network):
     with pytest.raises(InvalidInput):
-        services.licence_create(partner=network.manufacturer, actor=network.qa, reason="new",
-                                number="X-1", kind="wholesale", issuing_authority="A",
-                                product_categories=["fireworks"], valid_from=DAY,
-                                valid_until=DAY)
+        services.licence_create(
+            partner=network.manufacturer,
+            actor=network.qa,
+            reason="new",
+            number="X-1",
+            kind="wholesale",
+            issuing_authority="A",
+            product_categories=["fireworks"],
+            valid_from=DAY,
+            valid_until=DAY,
+        )
     with pytest.raises(InvalidInput):
-        services.licence_create(partner=network.manufacturer, actor=network.qa, reason="new",
-                                number="X-2", kind="wholesale", issuing_authority="A",
-                                product_categories=["vaccine"], valid_from=DAY,
-                                valid_until=DAY - datetime.timedelta(days=1))
+        services.licence_create(
+            partner=network.manufacturer,
+            actor=network.qa,
+            reason="new",
+            number="X-2",
+            kind="wholesale",
+            issuing_authority="A",
+            product_categories=["vaccine"],
+            valid_from=DAY,
+            valid_until=DAY - datetime.timedelta(days=1),
+        )
     with pytest.raises(NotPermitted):
-        services.licence_create(partner=network.wholesaler, actor=network.qa, reason="new",
-                                number="X-3", kind="wholesale", issuing_authority="A",
-                                product_categories=["vaccine"], valid_from=DAY, valid_until=DAY)
-    licence = services.licence_create(partner=network.manufacturer, actor=network.qa,
-                                      reason="renewed authorisation", number="X-4",
-                                      kind="manufacturing", issuing_authority="A",
-                                      product_categories=["vaccine"], valid_from=DAY,
-                                      valid_until=DAY + datetime.timedelta(days=365))
+        services.licence_create(
+            partner=network.wholesaler,
+            actor=network.qa,
+            reason="new",
+            number="X-3",
+            kind="wholesale",
+            issuing_authority="A",
+            product_categories=["vaccine"],
+            valid_from=DAY,
+            valid_until=DAY,
+        )
+    licence = services.licence_create(
+        partner=network.manufacturer,
+        actor=network.qa,
+        reason="renewed authorisation",
+        number="X-4",
+        kind="manufacturing",
+        issuing_authority="A",
+        product_categories=["vaccine"],
+        valid_from=DAY,
+        valid_until=DAY + datetime.timedelta(days=365),
+    )
     assert licence.history.get().history_change_reason == "renewed authorisation"
