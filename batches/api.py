@@ -93,6 +93,9 @@ class ProductViewSet(ServiceWriteViewSet):
     def get_queryset(self):
         return Product.objects.select_related("manufacturer", "storage_class")
 
+    def history_visible_to(self, user, instance) -> bool:
+        return instance.manufacturer_id == user.partner_id
+
     def perform_service_create(self, data, reason):
         user = self.request.user
         if user.partner is None:

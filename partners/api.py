@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, inline_ser
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from pharmadms.exceptions import InvalidInput, NotPermitted
@@ -49,6 +50,9 @@ class PartnerViewSet(ServiceWriteViewSet):
 
     def get_queryset(self):
         return Partner.objects.all()
+
+    def history_visible_to(self, user, instance) -> bool:
+        return instance.pk == user.partner_id
 
     def perform_service_create(self, data, reason):
         return services.partner_create(actor=self.request.user, reason=reason, **data)
@@ -203,6 +207,7 @@ class TokenView(APIView):
     """Exchange a username and password for an API token that expires; DELETE revokes it."""
 
     permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
 
     def get_authenticators(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -96,10 +97,20 @@ class PartnerScopedMixin:
 class HistoryMixin:
     """`GET <resource>/<id>/history/`: every version with who, when, why and what changed."""
 
+    def history_visible_to(self, user, instance) -> bool:
+        """Whether ``user`` may read the history (names and reasons) of a visible object.
+
+        Directory resources (partners, products) are readable by all, but their history names
+        the owning organisation's staff: those viewsets narrow it to the owner.
+        """
+        return True
+
     @extend_schema(responses=HistoryEntrySerializer(many=True))
     @action(detail=True, methods=["get"])
     def history(self, request, pk=None):
         instance = self.get_object()
+        if not (request.user.sees_everything or self.history_visible_to(request.user, instance)):
+            raise Http404
         versions = list(instance.history.select_related("history_user").order_by("history_id"))
         entries, previous = [], None
         for version in versions:

@@ -131,6 +131,14 @@ def build_network() -> Network:
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache():
+    """Throttle counters live in the cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """Hashing with PBKDF2 costs ~0.2 s a user; the tests check behaviour, not hash strength."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -262,3 +262,16 @@ def test_a_client_still_sending_its_expired_token_can_get_a_new_one(network, raw
 
     assert response.status_code == 201, response.content
     assert token_client(response.data["token"]).get(f"{API}/sites/").status_code == 200
+
+
+def test_password_guessing_at_the_token_endpoint_is_throttled(db):
+    """After ten attempts a minute from one address, the endpoint answers 429 with a code."""
+    client = APIClient()
+    body = {"username": "nobody", "password": "guess"}
+    answers = [
+        client.post("/api/v1/auth/token/", body, format="json").status_code for _ in range(11)
+    ]
+    assert answers[:10] == [400] * 10
+    response = client.post("/api/v1/auth/token/", body, format="json")
+    assert response.status_code == 429
+    assert response.json()["code"] == "throttled"

@@ -150,7 +150,7 @@ def test_a_partner_directory_entry_shows_its_corrections(network):
     )
     assert response.status_code == 200, response.content
 
-    entries = history(client_for(network.other_user), url)
+    entries = history(client_for(network.regulator), url)
 
     assert entries[-1]["history_user"] == "mfadmin"
     assert entries[-1]["history_change_reason"] == "new QA mailbox"
@@ -161,3 +161,15 @@ def test_a_partner_directory_entry_shows_its_corrections(network):
             "new": "qa@acme.example",
         }
     ]
+
+
+@pytest.mark.parametrize("resource", ["partners", "products"])
+def test_directory_history_is_for_the_owner_and_regulators(network, resource):
+    """Everyone reads the directory; only the owner and regulators read who changed it, why."""
+    product = ProductFactory(manufacturer=network.manufacturer)
+    pk = network.manufacturer.pk if resource == "partners" else product.pk
+    url = f"/api/v1/{resource}/{pk}/history/"
+    assert client_for(network.other_user).get(f"/api/v1/{resource}/{pk}/").status_code == 200
+    assert client_for(network.other_user).get(url).status_code == 404
+    assert client_for(network.qa).get(url).status_code == 200
+    assert client_for(network.regulator).get(url).status_code == 200
