@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -214,27 +215,66 @@ def _positive_quantity(quantity: Any) -> int:
     return quantity
 
 
-def _locked_balances(batch: Batch, locations: Iterable[Location]) -> dict[int, StockBalance]:
+# The ledger's hot path speaks SQL directly: building these few fixed statements through the
+# ORM cost more than the database work itself (bench/ledger.py measures it). Balance rows are
+# locked in primary-key order, then written with values computed from the locked rows.
+_BALANCES = StockBalance._meta.db_table
+_MOVES = StockMove._meta.db_table
+_MOVE_COLUMNS = (
+    "batch_id",
+    "quantity",
+    "from_location_id",
+    "to_location_id",
+    "kind",
+    "reference",
+    "reason",
+    "user_id",
+    "created_at",
+)
+
+
+@dataclass
+class _Balance:
+    """One locked balance row, as read under its lock."""
+
+    pk: int
+    location_id: int
+    on_hand: int
+    allocated: int
+
+
+def _select_locked(cursor, batch_id: int, location_ids: list[int]) -> list[_Balance]:
+    placeholders = ", ".join(["%s"] * len(location_ids))
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    cursor.execute(
+        f"SELECT id, location_id, on_hand, allocated FROM {_BALANCES}"  # noqa: S608 - fixed names
+        f" WHERE batch_id = %s AND location_id IN ({placeholders}) ORDER BY id{lock}",
+        [batch_id, *location_ids],
+    )
+    return [_Balance(*row) for row in cursor.fetchall()]
+
+
+def _locked_balances(batch: Batch, locations: Iterable[Location]) -> dict[int, _Balance]:
     """Lock (creating if missing) the balance rows of ``batch`` at ``locations``, in pk order."""
     location_ids = sorted({loc.pk for loc in locations})
-    rows = {
-        row.location_id: row
-        for row in StockBalance.objects.select_for_update()
-        .filter(batch=batch, location_id__in=location_ids)
-        .order_by("pk")
-    }
-    missing = [lid for lid in location_ids if lid not in rows]
-    if missing:
-        StockBalance.objects.bulk_create(
-            [StockBalance(batch=batch, location_id=lid) for lid in missing], ignore_conflicts=True
-        )
-        for row in (
-            StockBalance.objects.select_for_update()
-            .filter(batch=batch, location_id__in=missing)
-            .order_by("pk")
-        ):
-            rows[row.location_id] = row
+    with connection.cursor() as cursor:
+        rows = {row.location_id: row for row in _select_locked(cursor, batch.pk, location_ids)}
+        missing = [lid for lid in location_ids if lid not in rows]
+        if missing:
+            StockBalance.objects.bulk_create(
+                [StockBalance(batch=batch, location_id=lid) for lid in missing],
+                ignore_conflicts=True,
+            )
+            rows.update({row.location_id: row for row in _select_locked(cursor, batch.pk, missing)})
     return rows
+
+
+def _write_balance(cursor, row: _Balance, now) -> None:
+    cursor.execute(
+        f"UPDATE {_BALANCES} SET on_hand = %s, allocated = %s, updated_at = %s"  # noqa: S608
+        " WHERE id = %s",
+        [row.on_hand, row.allocated, now, row.pk],
+    )
 
 
 @transaction.atomic
@@ -256,7 +296,8 @@ def stock_post_move(
     unless the move consumes ``consume_allocation``, whose units it then takes.
     """
     quantity = _positive_quantity(quantity)
-    if not reason or not reason.strip():
+    reason = (reason or "").strip()
+    if not reason:
         raise InvalidInput("every stock move needs a reason", code="reason_required")
     if from_location is None and to_location is None:
         raise InvalidInput("a move needs a from or a to location", code="invalid_move")
@@ -266,25 +307,26 @@ def stock_post_move(
         raise InvalidInput(f"unknown move kind {kind!r}", code="invalid_move")
 
     rows = _locked_balances(batch, [loc for loc in (from_location, to_location) if loc])
+    now = timezone.now()
+    changed = []
     if from_location is not None:
         source = rows[from_location.pk]
         if consume_allocation is not None:
             _consume(consume_allocation, source, quantity, actor=actor, reason=reason)
+            source.allocated -= quantity
         elif source.on_hand - source.allocated < quantity:
             raise InsufficientStock(
                 f"{from_location} holds {source.on_hand - source.allocated} available units of lot "
                 f"{batch.lot_number}; {quantity} asked",
                 extra={"available": source.on_hand - source.allocated},
             )
-        StockBalance.objects.filter(pk=source.pk).update(
-            on_hand=F("on_hand") - quantity,
-            allocated=F("allocated") - (quantity if consume_allocation else 0),
-            updated_at=timezone.now(),
-        )
+        source.on_hand -= quantity
+        changed.append(source)
     if to_location is not None:
-        StockBalance.objects.filter(pk=rows[to_location.pk].pk).update(
-            on_hand=F("on_hand") + quantity, updated_at=timezone.now()
-        )
+        target = rows[to_location.pk]
+        target.on_hand += quantity
+        changed.append(target)
+
     move = StockMove(
         batch=batch,
         quantity=quantity,
@@ -292,16 +334,38 @@ def stock_post_move(
         from_location=from_location,
         to_location=to_location,
         reference=reference,
-        reason=reason.strip(),
+        reason=reason,
         user=actor,
-        created_at=timezone.now(),
+        created_at=now,
     )
-    move.save(force_insert=True)
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        for row in changed:  # already in pk order: the order they were locked in
+            _write_balance(cursor, row, db_now)
+        values = [
+            batch.pk,
+            quantity,
+            move.from_location_id,
+            move.to_location_id,
+            kind,
+            reference,
+            reason,
+            actor.pk,
+            db_now,
+        ]
+        cursor.execute(
+            f"INSERT INTO {_MOVES} ({', '.join(_MOVE_COLUMNS)})"  # noqa: S608 - fixed names
+            f" VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
+            values,
+        )
+        move.pk = cursor.fetchone()[0]
+    move._state.adding = False
+    move._state.db = connection.alias
     return move
 
 
 def _consume(
-    allocation: StockAllocation, source: StockBalance, quantity: int, *, actor: User, reason: str
+    allocation: StockAllocation, source: _Balance, quantity: int, *, actor: User, reason: str
 ) -> None:
     allocation = StockAllocation.objects.select_for_update().get(pk=allocation.pk)
     if allocation.status != AllocationStatus.ACTIVE or allocation.location_id != source.location_id:
@@ -491,8 +555,8 @@ def stock_deallocate(*, allocation: StockAllocation, actor: User, reason: str) -
     if allocation.status != AllocationStatus.ACTIVE:
         raise RuleViolation("the allocation is no longer active", code="allocation_not_active")
     row = _locked_balances(allocation.batch, [allocation.location])[allocation.location_id]
-    StockBalance.objects.filter(pk=row.pk).update(
-        allocated=F("allocated") - allocation.quantity, updated_at=timezone.now()
-    )
+    row.allocated -= allocation.quantity
+    with connection.cursor() as cursor:
+        _write_balance(cursor, row, connection.ops.adapt_datetimefield_value(timezone.now()))
     allocation.status = AllocationStatus.RELEASED
     return save_with_reason(allocation, actor=actor, reason=reason, update_fields=["status"])
