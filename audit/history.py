@@ -127,6 +127,30 @@ def save_with_reason(
     return instance
 
 
+def check_editable(fields: Iterable[str], editable: set[str]) -> None:
+    """Refuse any field outside ``editable`` (code ``field_not_editable``)."""
+    refused = sorted(set(fields) - editable)
+    if refused:
+        raise InvalidInput(
+            f"these fields cannot be set: {', '.join(refused)}", code="field_not_editable"
+        )
+
+
+def update_with_reason(
+    instance: RegulatedModel,
+    *,
+    actor: Any,
+    reason: str,
+    changes: dict[str, Any],
+    editable: set[str],
+) -> RegulatedModel:
+    """Apply ``changes`` (each field must be ``editable``) and save them with actor and reason."""
+    check_editable(changes, editable)
+    for name, value in changes.items():
+        setattr(instance, name, value)
+    return save_with_reason(instance, actor=actor, reason=reason, update_fields=list(changes))
+
+
 def create_with_reason(model: type[RegulatedModel], *, actor: Any, reason: str, **fields: Any):
     """Create one regulated row, validated, with its first history row naming actor and reason."""
     return save_with_reason(model(**fields), actor=actor, reason=reason)

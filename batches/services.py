@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.history import create_with_reason, save_with_reason
+from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
 from partners.models import Location, LocationKind, Partner, Role, User
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role
@@ -74,9 +74,7 @@ def product_create(*, manufacturer: Partner, actor: User, reason: str, **fields:
     _require_own_partner(actor, manufacturer, "the manufacturer")
     if manufacturer.kind != "manufacturer":
         raise RuleViolation("only a manufacturer owns products", code="not_a_manufacturer")
-    unknown = set(fields) - PRODUCT_FIELDS
-    if unknown:
-        raise InvalidInput(f"unknown product fields: {', '.join(sorted(unknown))}")
+    check_editable(fields, PRODUCT_FIELDS)
     return create_with_reason(
         Product, actor=actor, reason=reason, manufacturer=manufacturer, **fields
     )
@@ -90,15 +88,9 @@ def product_update(*, product: Product, actor: User, reason: str, **changes: Any
         raise RuleViolation(
             "a product's GTIN never changes: register a new product", code="gtin_immutable"
         )
-    unknown = set(changes) - PRODUCT_FIELDS
-    if unknown:
-        raise InvalidInput(
-            f"these fields cannot be changed: {', '.join(sorted(unknown))}",
-            code="field_not_editable",
-        )
-    for name, value in changes.items():
-        setattr(product, name, value)
-    return save_with_reason(product, actor=actor, reason=reason, update_fields=list(changes))
+    return update_with_reason(
+        product, actor=actor, reason=reason, changes=changes, editable=PRODUCT_FIELDS
+    )
 
 
 # --- lots ----------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audit.history import create_with_reason, save_with_reason
-from pharmadms.exceptions import InvalidInput, NotPermitted
+from audit.history import check_editable, create_with_reason, update_with_reason
+from pharmadms.exceptions import NotPermitted
 from pharmadms.permissions import require_role
 
 from .models import ApiToken, Licence, Location, Partner, Role, Site, User
@@ -40,18 +40,6 @@ SITE_FIELDS = {"name", "gln", "address_line", "postal_code", "city", "country", 
 LOCATION_FIELDS = {"code", "name", "kind", "is_active"}
 
 
-def _apply(instance: Any, changes: dict[str, Any], allowed: set[str]) -> list[str]:
-    unknown = set(changes) - allowed
-    if unknown:
-        raise InvalidInput(
-            f"these fields cannot be changed: {', '.join(sorted(unknown))}",
-            code="field_not_editable",
-        )
-    for name, value in changes.items():
-        setattr(instance, name, value)
-    return list(changes)
-
-
 def _require_partner_admin(actor: User, partner: Partner) -> None:
     """Platform superusers manage any partner; a partner's admin manages only their own."""
     if actor.is_superuser:
@@ -65,7 +53,7 @@ def _require_partner_admin(actor: User, partner: Partner) -> None:
 def partner_create(*, actor: User, reason: str, **fields: Any) -> Partner:
     if not actor.is_superuser:
         raise NotPermitted("only the platform operator registers new trading partners")
-    _apply(Partner(), fields, PARTNER_FIELDS)
+    check_editable(fields, PARTNER_FIELDS)
     return create_with_reason(Partner, actor=actor, reason=reason, **fields)
 
 
@@ -74,22 +62,24 @@ def partner_update(*, partner: Partner, actor: User, reason: str, **changes: Any
     _require_partner_admin(actor, partner)
     if not actor.is_superuser and {"kind", "gln", "is_active"} & set(changes):
         raise NotPermitted("kind, GLN and activation are changed by the platform operator")
-    fields = _apply(partner, changes, PARTNER_FIELDS)
-    return save_with_reason(partner, actor=actor, reason=reason, update_fields=fields)
+    return update_with_reason(
+        partner, actor=actor, reason=reason, changes=changes, editable=PARTNER_FIELDS
+    )
 
 
 @transaction.atomic
 def licence_create(*, partner: Partner, actor: User, reason: str, **fields: Any) -> Licence:
     _require_licence_keeper(actor, partner)
-    _apply(Licence(), fields, LICENCE_FIELDS)
+    check_editable(fields, LICENCE_FIELDS)
     return create_with_reason(Licence, actor=actor, reason=reason, partner=partner, **fields)
 
 
 @transaction.atomic
 def licence_update(*, licence: Licence, actor: User, reason: str, **changes: Any) -> Licence:
     _require_licence_keeper(actor, licence.partner)
-    fields = _apply(licence, changes, LICENCE_FIELDS)
-    return save_with_reason(licence, actor=actor, reason=reason, update_fields=fields)
+    return update_with_reason(
+        licence, actor=actor, reason=reason, changes=changes, editable=LICENCE_FIELDS
+    )
 
 
 def _require_licence_keeper(actor: User, partner: Partner) -> None:
@@ -103,29 +93,31 @@ def _require_licence_keeper(actor: User, partner: Partner) -> None:
 @transaction.atomic
 def site_create(*, partner: Partner, actor: User, reason: str, **fields: Any) -> Site:
     _require_partner_admin(actor, partner)
-    _apply(Site(), fields, SITE_FIELDS)
+    check_editable(fields, SITE_FIELDS)
     return create_with_reason(Site, actor=actor, reason=reason, partner=partner, **fields)
 
 
 @transaction.atomic
 def site_update(*, site: Site, actor: User, reason: str, **changes: Any) -> Site:
     _require_partner_admin(actor, site.partner)
-    fields = _apply(site, changes, SITE_FIELDS - {"gln"})
-    return save_with_reason(site, actor=actor, reason=reason, update_fields=fields)
+    return update_with_reason(
+        site, actor=actor, reason=reason, changes=changes, editable=SITE_FIELDS - {"gln"}
+    )
 
 
 @transaction.atomic
 def location_create(*, site: Site, actor: User, reason: str, **fields: Any) -> Location:
     _require_partner_admin(actor, site.partner)
-    _apply(Location(), fields, LOCATION_FIELDS)
+    check_editable(fields, LOCATION_FIELDS)
     return create_with_reason(Location, actor=actor, reason=reason, site=site, **fields)
 
 
 @transaction.atomic
 def location_update(*, location: Location, actor: User, reason: str, **changes: Any) -> Location:
     _require_partner_admin(actor, location.site.partner)
-    fields = _apply(location, changes, LOCATION_FIELDS - {"kind"})
-    return save_with_reason(location, actor=actor, reason=reason, update_fields=fields)
+    return update_with_reason(
+        location, actor=actor, reason=reason, changes=changes, editable=LOCATION_FIELDS - {"kind"}
+    )
 
 
 def _digest(raw_token: str) -> str:
