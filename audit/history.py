@@ -14,8 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
-from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+from django.db import models, transaction
 
 from pharmadms.exceptions import InvalidInput, RuleViolation, public_code
 
@@ -98,7 +97,9 @@ class RegulatedModel(models.Model):
                 f"a change to {self._meta.verbose_name} needs a reason", code="reason_required"
             )
         try:
-            super().save(*args, **kwargs)
+            # The row, its history row and the history row's seal commit together or not at all.
+            with transaction.atomic():
+                super().save(*args, **kwargs)
         finally:
             # One reason per save: the next change must state its own.
             self.__dict__.pop("_change_reason", None)
@@ -186,10 +187,10 @@ def bulk_create_with_reason(
     if not reason or not reason.strip():
         raise ReasonRequired("a bulk change needs a reason")
     model = type(objs[0])
-    with bulk_with_history():
-        return bulk_create_with_history(
-            list(objs), model, default_user=actor, default_change_reason=reason.strip()
-        )
+    with transaction.atomic(), bulk_with_history():
+        created = model.objects.bulk_create(list(objs))
+        _seal_bulk_history(model, created, actor=actor, reason=reason.strip(), update=False)
+    return created
 
 
 def bulk_update_with_reason(
@@ -201,14 +202,21 @@ def bulk_update_with_reason(
     if not reason or not reason.strip():
         raise ReasonRequired("a bulk change needs a reason")
     model = type(objs[0])
-    with bulk_with_history():
-        return bulk_update_with_history(
-            list(objs),
-            model,
-            list(fields),
-            default_user=actor,
-            default_change_reason=reason.strip(),
-        )
+    with transaction.atomic(), bulk_with_history():
+        updated = model.objects.bulk_update(list(objs), list(fields))
+        _seal_bulk_history(model, list(objs), actor=actor, reason=reason.strip(), update=True)
+    return updated
+
+
+def _seal_bulk_history(model, objs: list, *, actor: Any, reason: str, update: bool) -> None:
+    """Write the history rows of a bulk write and seal each (bulk history sends no signal)."""
+    from .chain import seal_history_row
+
+    rows = model.history.bulk_history_create(
+        objs, update=update, default_user=actor, default_change_reason=reason
+    )
+    for row in rows:
+        seal_history_row(row)
 
 
 def regulated_models() -> list[type[models.Model]]:

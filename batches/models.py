@@ -212,6 +212,8 @@ class StockMove(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(db_index=True)
 
+    APPEND_ONLY = True  # the database refuses UPDATE and DELETE (audit.append_only)
+
     objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:

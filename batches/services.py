@@ -17,6 +17,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit import chain
+from audit.models import AuditAction
 from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
 from partners.models import Location, LocationKind, Partner, Role, User
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
@@ -353,6 +355,7 @@ def stock_post_move(
         move.pk = cursor.fetchone()[0]
     move._state.adding = False
     move._state.db = connection.alias
+    chain.seal_row(move, action=AuditAction.MOVED, user=actor, occurred_at=now, reason=reason)
     return move
 
 

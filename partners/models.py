@@ -6,7 +6,7 @@ import datetime
 
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
@@ -239,6 +239,11 @@ class User(AbstractUser):
     def sees_everything(self) -> bool:
         """Regulators and platform superusers read across all partners."""
         return self.is_superuser or self.role == Role.REGULATOR
+
+    def save(self, *args, **kwargs):
+        # The row, its history row and the seal commit together or not at all.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
         from audit.history import HistoryBypassRefused

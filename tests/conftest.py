@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 
 import pytest
@@ -27,53 +26,42 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI, where nothing may skip: {reason}"
 
 
-_LEDGER_GUARD = importlib.import_module("batches.migrations.0003_stockmove_append_only")
-
-
 @contextlib.contextmanager
-def ledger_guard_lifted(connection):
-    """Lift, for one statement list, the triggers that keep batches_stockmove append-only.
+def append_only_guard_lifted(connection):
+    """Lift the triggers that keep history, the chain and the ledger append-only, then put them
+    back. Only the test database's flush (which empties every table after a transactional test)
+    and the tamper tests, which play a database owner, go through here."""
+    from audit.append_only import TRIGGER, install
 
-    Only the test database's flush (which empties every table after a transactional test:
-    TRUNCATE on PostgreSQL, DELETE on SQLite) goes through here; the guards are back on before
-    the next statement of any test.
-    """
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'batches_stockmove'::regclass"
-                " AND tgname LIKE 'batches_stockmove_%%' AND tgenabled <> 'D'"
+                "SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger WHERE tgname = %s",
+                [TRIGGER],
             )
-            names = [row[0] for row in cursor.fetchall()]
-            lift = [f"ALTER TABLE batches_stockmove DISABLE TRIGGER {n}" for n in names]
-            restore = [f"ALTER TABLE batches_stockmove ENABLE TRIGGER {n}" for n in names]
+            for (table,) in cursor.fetchall():
+                cursor.execute(f"DROP TRIGGER {TRIGGER} ON {table}")
+                cursor.execute(f"DROP TRIGGER {TRIGGER}_truncate ON {table}")
         elif connection.vendor == "sqlite":
             cursor.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-                " AND tbl_name = 'batches_stockmove'"
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE %s",
+                [f"{TRIGGER}%"],
             )
-            names = {row[0] for row in cursor.fetchall()}
-            lift = [f"DROP TRIGGER {n}" for n in sorted(names)]
-            restore = [sql for sql in _LEDGER_GUARD.SQLITE if any(n in sql for n in names)]
-        else:
-            lift = restore = []
-        for statement in lift:
-            cursor.execute(statement)
+            for (name,) in cursor.fetchall():
+                cursor.execute(f"DROP TRIGGER {name}")
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
-            for statement in restore:
-                cursor.execute(statement)
+        install(connection)
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _ledger_guard_yields_to_test_flush():
-    """Let Django's test flush empty the ledger; nothing else ever can (see ledger_guard_lifted)."""
+def _append_only_guard_yields_to_test_flush():
+    """Let Django's test flush empty the guarded tables; nothing else can (see above)."""
     original = BaseDatabaseOperations.execute_sql_flush
 
     def execute_sql_flush(self, sql_list):
-        with ledger_guard_lifted(self.connection):
+        with append_only_guard_lifted(self.connection):
             return original(self, sql_list)
 
     BaseDatabaseOperations.execute_sql_flush = execute_sql_flush

@@ -1,0 +1,464 @@
+"""The hash chain that seals every history row, stock move, signature and access event.
+
+Each append takes the chain head under a row lock (``SELECT … FOR UPDATE``; on SQLite the
+IMMEDIATE write transaction serialises instead), so concurrent transactions queue up and the
+chain stays one line: one sequence, each previous hash used once. The append runs inside the
+transaction of the write it seals, so a rolled-back write leaves no entry and a committed write
+never lacks one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.db import connection, models, transaction
+from django.utils import timezone
+
+from .models import AuditAction, AuditEntry, ChainHead
+
+GENESIS = "0" * 64
+EVENT = "event"
+_ENTRIES = AuditEntry._meta.db_table
+_HEAD = ChainHead._meta.db_table
+_COLUMNS = (
+    "sequence",
+    "source",
+    "record_id",
+    "object_model",
+    "object_id",
+    "action",
+    "user_id",
+    "username",
+    "partner_id",
+    "occurred_at",
+    "reason",
+    "payload",
+    "content_hash",
+    "previous_hash",
+    "entry_hash",
+)
+
+
+# --- canonical content ---------------------------------------------------------------------
+
+
+def _canonical_value(model_field: models.Field | None, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value, datetime.UTC)
+        return value.astimezone(datetime.UTC).isoformat(timespec="microseconds")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        places = getattr(model_field, "decimal_places", None)
+        if places is not None:
+            value = value.quantize(decimal.Decimal(1).scaleb(-places))
+        return format(value, "f")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
+    return value
+
+
+def row_content(instance: models.Model) -> dict[str, Any]:
+    """The canonical content of a row: every concrete column, as stored, in a stable form."""
+    return {
+        f.attname: _canonical_value(f, getattr(instance, f.attname))
+        for f in instance._meta.concrete_fields
+    }
+
+
+def content_hash(content: Any) -> str:
+    encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _entry_hash(values: dict[str, Any]) -> str:
+    covered = {name: values[name] for name in _COLUMNS if name not in ("entry_hash", "payload")}
+    covered["occurred_at"] = _canonical_value(None, covered["occurred_at"])
+    return content_hash(covered)
+
+
+# --- appending -----------------------------------------------------------------------------
+
+
+def _locked_head(cursor) -> tuple[int, str]:
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    cursor.execute(f"SELECT sequence, head_hash FROM {_HEAD} WHERE id = 1{lock}")  # noqa: S608
+    row = cursor.fetchone()
+    if row is None:  # a fresh (or flushed) database: the chain starts here
+        ChainHead.objects.bulk_create(
+            [ChainHead(id=1, sequence=0, head_hash=GENESIS)], ignore_conflicts=True
+        )
+        cursor.execute(f"SELECT sequence, head_hash FROM {_HEAD} WHERE id = 1{lock}")  # noqa: S608
+        row = cursor.fetchone()
+    return row
+
+
+def append(
+    *,
+    source: str,
+    record_id: int | None,
+    object_model: str,
+    object_id: Any,
+    action: str,
+    user: Any,
+    occurred_at: datetime.datetime,
+    reason: str,
+    content: Any,
+    payload: Any = None,
+) -> int:
+    """Seal one row (or event) as the next link of the chain; returns its sequence number."""
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        sequence, previous_hash = _locked_head(cursor)
+        sequence += 1
+        user_id = getattr(user, "pk", None)
+        values: dict[str, Any] = {
+            "sequence": sequence,
+            "source": source,
+            "record_id": record_id,
+            "object_model": object_model,
+            "object_id": "" if object_id is None else str(object_id),
+            "action": action,
+            "user_id": user_id,
+            "username": getattr(user, "username", "") or "",
+            "partner_id": getattr(user, "partner_id", None),
+            "occurred_at": occurred_at,
+            "reason": reason or "",
+            "payload": payload,
+            "content_hash": content_hash(content),
+            "previous_hash": previous_hash,
+        }
+        values["entry_hash"] = _entry_hash(values)
+        row = [values[name] for name in _COLUMNS]
+        row[_COLUMNS.index("occurred_at")] = connection.ops.adapt_datetimefield_value(occurred_at)
+        row[_COLUMNS.index("payload")] = None if payload is None else json.dumps(payload)
+        cursor.execute(
+            f"INSERT INTO {_ENTRIES} ({', '.join(_COLUMNS)})"  # noqa: S608 - fixed names
+            f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})",
+            row,
+        )
+        cursor.execute(
+            f"UPDATE {_HEAD} SET sequence = %s, head_hash = %s WHERE id = 1",  # noqa: S608
+            [sequence, values["entry_hash"]],
+        )
+    return sequence
+
+
+HISTORY_ACTIONS = {"+": AuditAction.CREATED, "~": AuditAction.CHANGED, "-": AuditAction.DELETED}
+
+
+def seal_history_row(history_row: models.Model) -> int:
+    """Seal a django-simple-history row (called for every one, in its own transaction)."""
+    tracked = history_row.instance_type._meta
+    return append(
+        source=history_row._meta.label_lower,
+        record_id=history_row.pk,
+        object_model=tracked.label_lower,
+        object_id=getattr(history_row, tracked.pk.attname),
+        action=HISTORY_ACTIONS[history_row.history_type],
+        user=history_row.history_user,
+        occurred_at=history_row.history_date,
+        reason=history_row.history_change_reason or "",
+        content=row_content(history_row),
+    )
+
+
+def seal_row(
+    row: models.Model,
+    *,
+    action: str,
+    user: Any,
+    occurred_at,
+    reason: str,
+    object_model=None,
+    object_id=None,
+) -> int:
+    """Seal an append-only row that is its own record (a stock move, a signature)."""
+    return append(
+        source=row._meta.label_lower,
+        record_id=row.pk,
+        object_model=object_model or row._meta.label_lower,
+        object_id=row.pk if object_id is None else object_id,
+        action=action,
+        user=user,
+        occurred_at=occurred_at,
+        reason=reason,
+        content=row_content(row),
+    )
+
+
+def record_event(
+    *, action: str, user: Any = None, username: str = "", reason: str = "", detail: dict
+) -> int:
+    """Seal an access event (sign-in, sign-out, failure, lockout, denied request)."""
+    payload = {"username": username or getattr(user, "username", ""), **detail}
+    return append(
+        source=EVENT,
+        record_id=None,
+        object_model="auth.user",
+        object_id=getattr(user, "pk", None),
+        action=action,
+        user=user,
+        occurred_at=timezone.now(),
+        reason=reason,
+        content=payload,
+        payload=payload,
+    )
+
+
+# --- verification --------------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    sequence: int
+    problem: str  # content_changed | row_missing | row_inserted | order_changed | anchor_mismatch
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sequence": self.sequence, "problem": self.problem, "detail": self.detail}
+
+
+@dataclass
+class Verification:
+    checked: int = 0
+    head_sequence: int = 0
+    head_hash: str = GENESIS
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def first(self) -> Finding | None:
+        return min(self.findings, key=lambda f: f.sequence) if self.findings else None
+
+    def as_dict(self) -> dict[str, Any]:
+        first = self.first
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "head": {"sequence": self.head_sequence, "hash": self.head_hash},
+            "first_broken": first.as_dict() if first else None,
+        }
+
+
+def sealed_models() -> list[type[models.Model]]:
+    """Every model whose rows must each have a chain entry: history models and append-only ones."""
+    return [
+        model
+        for model in apps.get_models()
+        if hasattr(model, "instance_type")
+        and hasattr(model, "history_id")
+        or getattr(model, "APPEND_ONLY", False)
+    ]
+
+
+def _entries(chunk: int = 2000) -> Iterator[list[AuditEntry]]:
+    last = 0
+    while True:
+        batch = list(AuditEntry.objects.filter(sequence__gt=last).order_by("sequence")[:chunk])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1].sequence
+
+
+def _stored_values(entry: AuditEntry) -> dict[str, Any]:
+    values = {name: getattr(entry, name) for name in _COLUMNS}
+    values["occurred_at"] = entry.occurred_at
+    return values
+
+
+def verify(*, anchor: dict | None = None, key: bytes | None = None) -> Verification:
+    """Recompute the whole chain and report what is broken, first sequence first.
+
+    Checks, entry by entry: the sequence runs on without a gap; each entry's hash covers its own
+    fields; each previous hash is the hash of the entry before; each sealed row still exists and
+    still has the content that was sealed. Then, every row of a sealed table has an entry. With
+    ``anchor`` (a signed head kept outside the database), the chain must still hold that head.
+    """
+    result = Verification()
+    earlier: dict[str, int] = {}
+    expected_sequence, previous_hash = 1, GENESIS
+    sealed_ids: dict[str, set[int]] = {}
+    model_by_label = {m._meta.label_lower: m for m in sealed_models()}
+    for batch in _entries():
+        rows = _load_rows(batch, model_by_label)
+        for entry in batch:
+            result.checked += 1
+            finding = _check_link(entry, expected_sequence, previous_hash, earlier) or _check_row(
+                entry, rows
+            )
+            if finding:
+                result.findings.append(finding)
+            if entry.source != EVENT and entry.record_id is not None:
+                sealed_ids.setdefault(entry.source, set()).add(entry.record_id)
+            earlier[entry.entry_hash] = entry.sequence
+            expected_sequence = entry.sequence + 1
+            previous_hash = entry.entry_hash
+            result.head_sequence, result.head_hash = entry.sequence, entry.entry_hash
+    result.findings.extend(_unsealed_rows(model_by_label, sealed_ids, result.head_sequence))
+    if anchor is not None:
+        result.findings.extend(_check_anchor(anchor, key, result))
+    return result
+
+
+def _check_link(
+    entry: AuditEntry, expected_sequence: int, previous_hash: str, earlier: dict[str, int]
+) -> Finding | None:
+    sequence = entry.sequence
+    if sequence > expected_sequence:
+        return Finding(
+            expected_sequence,
+            "row_missing",
+            f"entries #{expected_sequence}–#{sequence - 1} are gone",
+        )
+    if _entry_hash(_stored_values(entry)) != entry.entry_hash:
+        moved_from = _sealed_position(entry)
+        if moved_from is not None:
+            return Finding(
+                sequence,
+                "order_changed",
+                f"the entry sealed as #{moved_from} now stands at #{sequence}",
+            )
+        return Finding(
+            sequence, "content_changed", "the entry's own fields no longer match its hash"
+        )
+    if entry.previous_hash != previous_hash:
+        if entry.previous_hash in earlier:
+            return Finding(
+                sequence,
+                "row_missing",
+                f"entries after #{earlier[entry.previous_hash]} were removed",
+            )
+        following = AuditEntry.objects.filter(sequence=sequence + 1).first()
+        if following is not None and following.previous_hash == previous_hash:
+            return Finding(sequence, "row_inserted", f"entry #{sequence} was slipped in")
+        return Finding(sequence, "order_changed", "the entry does not link to the one before")
+    return None
+
+
+def _sealed_position(entry: AuditEntry, reach: int = 50) -> int | None:
+    """The sequence an entry was sealed at, if it now stands at another (entries swapped)."""
+    values = _stored_values(entry)
+    for candidate in range(max(1, entry.sequence - reach), entry.sequence + reach + 1):
+        if candidate != entry.sequence and (
+            _entry_hash({**values, "sequence": candidate}) == entry.entry_hash
+        ):
+            return candidate
+    return None
+
+
+def _load_rows(batch: list[AuditEntry], model_by_label) -> dict[tuple[str, int], models.Model]:
+    wanted: dict[str, list[int]] = {}
+    for entry in batch:
+        if entry.source != EVENT and entry.record_id is not None:
+            wanted.setdefault(entry.source, []).append(entry.record_id)
+    rows = {}
+    for label, ids in wanted.items():
+        model = model_by_label.get(label)
+        if model is None:
+            continue
+        for pk, row in model._base_manager.in_bulk(ids).items():
+            rows[(label, pk)] = row
+    return rows
+
+
+def _check_row(entry: AuditEntry, rows) -> Finding | None:
+    if entry.source == EVENT:
+        if content_hash(entry.payload) != entry.content_hash:
+            return Finding(entry.sequence, "content_changed", "the event's content was changed")
+        return None
+    row = rows.get((entry.source, entry.record_id))
+    if row is None:
+        return Finding(
+            entry.sequence, "row_missing", f"{entry.source} row {entry.record_id} is gone"
+        )
+    if content_hash(row_content(row)) != entry.content_hash:
+        return Finding(
+            entry.sequence,
+            "content_changed",
+            f"{entry.source} row {entry.record_id} differs from what was sealed",
+        )
+    return None
+
+
+def _unsealed_rows(model_by_label, sealed_ids: dict[str, set[int]], head: int) -> list[Finding]:
+    findings = []
+    for label, model in model_by_label.items():
+        known = sealed_ids.get(label, set())
+        pks = set(model._base_manager.values_list("pk", flat=True))
+        for pk in sorted(pks - known)[:1]:
+            row = model._base_manager.get(pk=pk)
+            when = (
+                getattr(row, "history_date", None)
+                or getattr(row, "created_at", None)
+                or getattr(row, "signed_at", None)
+            )
+            after = (
+                AuditEntry.objects.filter(occurred_at__gt=when).order_by("sequence").first()
+                if when
+                else None
+            )
+            sequence = after.sequence if after else head + 1
+            findings.append(
+                Finding(sequence, "row_inserted", f"{label} row {pk} has no chain entry")
+            )
+    return findings
+
+
+# --- the anchor: the signed head kept outside the database ----------------------------------
+
+
+def sign_head(sequence: int, head_hash: str, key: bytes) -> dict[str, Any]:
+    message = f"{sequence}:{head_hash}".encode()
+    return {
+        "sequence": sequence,
+        "hash": head_hash,
+        "signed_at": timezone.now().isoformat(),
+        "algorithm": "HMAC-SHA256",
+        "signature": hmac.new(key, message, hashlib.sha256).hexdigest(),
+    }
+
+
+def anchor_is_authentic(anchor: dict, key: bytes) -> bool:
+    message = f"{anchor.get('sequence')}:{anchor.get('hash')}".encode()
+    expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, str(anchor.get("signature", "")))
+
+
+def _check_anchor(anchor: dict, key: bytes | None, result: Verification) -> Iterable[Finding]:
+    sequence = int(anchor.get("sequence", 0))
+    if key is None or not anchor_is_authentic(anchor, key):
+        return [Finding(sequence, "anchor_mismatch", "the anchor's signature is not valid")]
+    entry = AuditEntry.objects.filter(sequence=sequence).first()
+    if entry is None or sequence > result.head_sequence:
+        return [
+            Finding(
+                min(sequence, result.head_sequence + 1),
+                "row_missing",
+                f"the anchored head #{sequence} is no longer in the chain",
+            )
+        ]
+    if entry.entry_hash != anchor.get("hash"):
+        return [
+            Finding(
+                sequence, "content_changed", f"entry #{sequence} no longer has the anchored hash"
+            )
+        ]
+    return []

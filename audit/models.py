@@ -1,0 +1,109 @@
+"""The tamper-evident audit chain, its head, and electronic signatures."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditAction(models.TextChoices):
+    CREATED = "created", "Created"
+    CHANGED = "changed", "Changed"
+    DELETED = "deleted", "Deleted"
+    MOVED = "moved", "Stock moved"
+    SIGNED = "signed", "Signed"
+    LOGIN = "login", "Signed in"
+    LOGOUT = "logout", "Signed out"
+    LOGIN_FAILED = "login_failed", "Sign-in failed"
+    LOCKED_OUT = "locked_out", "Locked out"
+    DENIED = "denied", "Request denied"
+
+
+class AuditEntry(models.Model):
+    """One link of the hash chain: a history row, a stock move, a signature, or an access event.
+
+    ``content_hash`` is the SHA-256 of the sealed row's canonical content (or of ``payload`` for
+    events, which have no row of their own); ``entry_hash`` covers every field of this entry and
+    ``previous_hash``, so changing, removing, inserting or reordering anything breaks the chain.
+    """
+
+    sequence = models.BigIntegerField(unique=True)
+    source = models.CharField(max_length=100, help_text="label of the sealed table, or 'event'")
+    record_id = models.BigIntegerField(null=True, help_text="primary key of the sealed row")
+    object_model = models.CharField(max_length=100, db_index=True)
+    object_id = models.CharField(max_length=64, blank=True, db_index=True)
+    action = models.CharField(max_length=16, choices=AuditAction.choices, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)
+    partner_id = models.BigIntegerField(null=True, db_index=True, help_text="the actor's partner")
+    occurred_at = models.DateTimeField(db_index=True)
+    reason = models.TextField(blank=True)
+    payload = models.JSONField(null=True, blank=True, help_text="content of an event")
+    content_hash = models.CharField(max_length=64)
+    previous_hash = models.CharField(max_length=64)
+    entry_hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["sequence"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["source", "record_id"])]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} {self.object_model}:{self.object_id}"
+
+
+class ChainHead(models.Model):
+    """The single row that serialises appends: the last sequence number and its hash."""
+
+    sequence = models.BigIntegerField(default=0)
+    head_hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"head #{self.sequence} {self.head_hash[:12]}…"
+
+
+class SignatureMeaning(models.TextChoices):
+    RELEASED = "released", "Released"
+    REJECTED = "rejected", "Rejected"
+    REVIEWED = "reviewed", "Reviewed"
+    APPROVED = "approved", "Approved"
+    RECALL_OPENED = "recall_opened", "Recall opened"
+    RECALL_CLOSED = "recall_closed", "Recall closed"
+    EXCURSION_DISPOSITION = "excursion_disposition", "Excursion disposition"
+    RETURN_DISPOSITION = "return_disposition", "Return disposition"
+
+
+class Signature(models.Model):
+    """An electronic signature (21 CFR 11.50, 11.70): who, when, what it means, and on what.
+
+    It names the record (model and id) and the version it signed, and holds the hash of that
+    record's content: the signature cannot be carried over to another record, and any later
+    change to the record shows as "changed after signature". Append-only and sealed.
+    """
+
+    APPEND_ONLY = True
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    printed_name = models.CharField(max_length=300)
+    meaning = models.CharField(max_length=32, choices=SignatureMeaning.choices)
+    reason = models.TextField()
+    signed_at = models.DateTimeField()
+    object_model = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=64)
+    record_version = models.BigIntegerField(
+        null=True, help_text="history_id of the signed version of the record"
+    )
+    content_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["signed_at", "id"]
+        indexes = [models.Index(fields=["object_model", "object_id"])]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(reason=""), name="signature_has_reason"),
+        ]
+
+    def __str__(self) -> str:
+        when = f"{self.signed_at:%Y-%m-%d %H:%M} UTC"
+        return f"{self.printed_name}, {self.get_meaning_display()}, {when}"
