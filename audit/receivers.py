@@ -34,8 +34,7 @@ def on_logout(sender, request, user, **kwargs) -> None:
 def on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     # Django has already masked the password in ``credentials``; keep only the username.
     username = str(credentials.get("username", ""))[:150]
-    chain.record_event(action=AuditAction.LOGIN_FAILED, username=username,
-                       detail=_client(request))
+    chain.record_event(action=AuditAction.LOGIN_FAILED, username=username, detail=_client(request))
 
 
 def connect_access_events() -> None:

@@ -18,8 +18,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit import chain
-from audit.models import AuditAction
 from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
+from audit.models import AuditAction
 from partners.models import Location, LocationKind, Partner, Role, User
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role

@@ -3,6 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from audit.api import AuditVerifyView
 from batches.api import (
     BatchViewSet,
     ProductViewSet,
@@ -25,5 +26,6 @@ router.register("stock-moves", StockMoveViewSet, basename="stockmove")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("audit/verify/", AuditVerifyView.as_view(), name="audit-verify"),
     path("", include(router.urls)),
 ]

@@ -220,6 +220,12 @@ SIMPLE_HISTORY_ENABLED = True  # never switched off: every regulated write keeps
 
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "")
 
+# Key that signs the audit chain's head (manage.py audit_anchor); keep a copy of each anchor
+# outside the database. Unset in DEBUG: derived from SECRET_KEY, good for a demo only.
+AUDIT_ANCHOR_KEY = os.environ.get("AUDIT_ANCHOR_KEY", "") or (
+    f"development-anchor-key:{SECRET_KEY}" if DEBUG else ""
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,3 @@
+"""Pages of the audit app."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Pages of the batches app."""
+
+urlpatterns: list = []
