@@ -1,7 +1,10 @@
-"""Signal receivers of the audit app: seal history rows, record access events."""
+"""Signal receivers of the audit app: seal history rows, record access events (and lockouts)."""
 
 from __future__ import annotations
 
+from axes.signals import user_locked_out
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 
 from . import chain
@@ -37,7 +40,25 @@ def on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     chain.record_event(action=AuditAction.LOGIN_FAILED, username=username, detail=_client(request))
 
 
+def on_locked_out(sender, request=None, username=None, ip_address=None, **kwargs) -> None:
+    """django-axes locked a username out, or refused another attempt while it stays locked."""
+    username = str(username or "")[:150]
+    user = get_user_model().objects.filter(username=username).first() if username else None
+    failures = getattr(request, "axes_failures_since_start", None)
+    detail = {**_client(request), "failures": failures, "limit": settings.AXES_FAILURE_LIMIT}
+    if ip_address and not detail.get("ip"):
+        detail["ip"] = ip_address
+    chain.record_event(
+        action=AuditAction.LOCKED_OUT,
+        user=user,
+        username=username,
+        reason="too many failed attempts to sign in or to sign electronically",
+        detail=detail,
+    )
+
+
 def connect_access_events() -> None:
     user_logged_in.connect(on_login, dispatch_uid="audit.login")
     user_logged_out.connect(on_logout, dispatch_uid="audit.logout")
     user_login_failed.connect(on_login_failed, dispatch_uid="audit.login_failed")
+    user_locked_out.connect(on_locked_out, dispatch_uid="audit.locked_out")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -9,6 +12,8 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from audit.models import Signature
+from audit.services import signature_list_for_record, signature_status
 from partners.models import Location, Role
 from pharmadms.exceptions import InvalidInput, NotPermitted
 from pharmadms.identifiers import normalise_gtin
@@ -147,6 +152,84 @@ class BatchSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         return batch.is_expired_on(timezone.localdate())
 
 
+class SignaturePasswordField(serializers.CharField):
+    """The signer's password, re-entered for this one signature (missing: ``password_required``)."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("write_only", True)
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("max_length", 4096)
+        kwargs.setdefault("style", {"input_type": "password"})
+        kwargs.setdefault(
+            "help_text", "your password, re-entered now: a session or a token alone never signs"
+        )
+        super().__init__(**kwargs)
+
+    def fail(self, key: str, **kwargs: Any):
+        if key in {"required", "blank", "null"}:
+            raise serializers.ValidationError(
+                "re-enter your password to sign: a session or a token alone never signs",
+                code="password_required",
+            )
+        return super().fail(key, **kwargs)
+
+
+class BatchDecisionSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A signed QA decision: the signer's password and the reason; nothing else is taken."""
+
+    # Who signs is the authenticated user and when is the server's clock (21 CFR 11.50): a
+    # client's claim of either is ignored, never stored.
+    transport_fields = StrictFieldsMixin.transport_fields | {"signed_at", "user"}
+
+    password = SignaturePasswordField()
+    reason = ReasonField(help_text="what this signature confirms (kept with the signature)")
+
+
+class SignatureSerializer(serializers.ModelSerializer):
+    """The signature's manifestation (21 CFR 11.50): printed name, UTC time, meaning, reason."""
+
+    signer = serializers.CharField(source="user.username", read_only=True)
+    signed_at = serializers.DateTimeField(default_timezone=datetime.UTC, read_only=True)
+    meaning_display = serializers.CharField(source="get_meaning_display", read_only=True)
+    status = serializers.SerializerMethodField(
+        help_text="valid, or changed after signature when the record changed since"
+    )
+
+    class Meta:
+        model = Signature
+        fields = [
+            "id",
+            "printed_name",
+            "signer",
+            "signed_at",
+            "meaning",
+            "meaning_display",
+            "reason",
+            "object_model",
+            "object_id",
+            "record_version",
+            "content_hash",
+            "status",
+        ]
+
+    def get_status(self, signature: Signature) -> str:
+        status = getattr(signature, "status", None)
+        return status if isinstance(status, str) else signature_status(signature)
+
+
+class BatchDecisionResponseSerializer(serializers.Serializer):
+    """Schema of a signed decision's answer: the lot's fields and its new signature."""
+
+    id = serializers.IntegerField()
+    product = serializers.IntegerField()
+    lot_number = serializers.CharField()
+    manufactured_on = serializers.DateField()
+    expires_on = serializers.DateField()
+    status = serializers.CharField()
+    is_expired = serializers.BooleanField()
+    signature = SignatureSerializer()
+
+
 class BatchViewSet(ServiceWriteViewSet):
     """Lots: visible to their manufacturer, to partners holding them, and to regulators."""
 
@@ -173,6 +256,43 @@ class BatchViewSet(ServiceWriteViewSet):
         return services.batch_update_dates(
             batch=instance, actor=self.request.user, reason=reason, **data
         )
+
+    def _decide(self, request, decide) -> Response:
+        batch = self.get_object()
+        serializer = BatchDecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        decision = decide(
+            batch=batch,
+            signer=request.user,
+            password=serializer.validated_data["password"],
+            reason=serializer.validated_data["reason"],
+            request=request,
+        )
+        body = {
+            **BatchSerializer(decision.batch, context=self.get_serializer_context()).data,
+            "signature": SignatureSerializer(decision.signature).data,
+        }
+        return Response(body)
+
+    @extend_schema(request=BatchDecisionSerializer, responses=BatchDecisionResponseSerializer)
+    @action(detail=True, methods=["post"])
+    def release(self, request, pk=None):
+        """Release a quarantined lot (its manufacturer's QA officer, password re-entered)."""
+        return self._decide(request, services.batch_release)
+
+    @extend_schema(request=BatchDecisionSerializer, responses=BatchDecisionResponseSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        """Reject a quarantined lot (its manufacturer's QA officer, password re-entered)."""
+        return self._decide(request, services.batch_reject)
+
+    @extend_schema(responses=SignatureSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def signatures(self, request, pk=None):
+        """The lot's electronic signatures, each valid or changed after signature."""
+        batch = self.get_object()
+        signatures = signature_list_for_record(record=batch)
+        return Response(SignatureSerializer(signatures, many=True).data)
 
 
 class StockBalanceSerializer(serializers.ModelSerializer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from audit import chain
 from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
-from audit.models import AuditAction
+from audit.models import AuditAction, Signature, SignatureMeaning
+from audit.services import signature_apply, signature_verify_password
 from partners.models import Location, LocationKind, Partner, Role, User
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role
@@ -178,10 +179,26 @@ def batch_update_dates(
     )
 
 
+# Decisions that need the QA officer's electronic signature (batch_release, batch_reject).
+SIGNED_DECISIONS = {
+    BatchStatus.RELEASED: SignatureMeaning.RELEASED,
+    BatchStatus.REJECTED: SignatureMeaning.REJECTED,
+}
+
+
 @transaction.atomic
 def batch_change_status(*, batch: Batch, to_status: str, actor: User, reason: str) -> Batch:
-    """Move a lot along its QA lifecycle (quarantine → released | rejected, released → …)."""
+    """Move a lot along its unsigned QA transitions: a quarantine hold, a recall.
+
+    Release and rejection need an electronic signature: :func:`batch_release`,
+    :func:`batch_reject`.
+    """
     require_role(actor, Role.QA_OFFICER)
+    if to_status in SIGNED_DECISIONS:
+        raise NotPermitted(
+            f"a lot is {to_status} only with a QA officer's electronic signature",
+            code="signature_required",
+        )
     batch = Batch.objects.select_for_update().get(pk=batch.pk)
     if to_status not in BATCH_TRANSITIONS.get(batch.status, frozenset()):
         raise RuleViolation(
@@ -190,6 +207,90 @@ def batch_change_status(*, batch: Batch, to_status: str, actor: User, reason: st
         )
     batch.status = to_status
     return save_with_reason(batch, actor=actor, reason=reason, update_fields=["status"])
+
+
+class BatchDecision(NamedTuple):
+    """A lot after a signed QA decision, and the signature that made it."""
+
+    batch: Batch
+    signature: Signature
+
+
+def _check_decision(batch: Batch, signer: User, to_status: str) -> None:
+    """Only a QA officer of the lot's manufacturer decides, and only on a quarantined lot."""
+    if signer is None or not signer.is_active:
+        raise NotPermitted("an active QA officer signs this decision")
+    # No superuser shortcut: the release of a lot is the manufacturer's QA decision.
+    if signer.role != Role.QA_OFFICER:
+        raise NotPermitted(
+            f"a lot is {to_status} by a QA officer; you are {signer.role}",
+            code="role_not_permitted",
+        )
+    if signer.partner_id != batch.product.manufacturer_id:
+        raise NotPermitted(
+            f"lot {batch.lot_number} is decided by its manufacturer's QA, not your organisation",
+            code="not_your_organisation",
+        )
+    if to_status not in BATCH_TRANSITIONS.get(batch.status, frozenset()):
+        raise RuleViolation(
+            f"lot {batch.lot_number} is {batch.status}: it cannot be {to_status}",
+            code="invalid_status_transition",
+        )
+
+
+def _batch_decide(
+    *, batch: Batch, to_status: str, signer: User, password: str, reason: str, request
+) -> BatchDecision:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("a QA decision needs a reason", code="reason_required")
+    _check_decision(Batch.objects.select_related("product").get(pk=batch.pk), signer, to_status)
+    # The password is checked before the transaction opens, not inside it: a wrong password
+    # refuses the decision, and a refusal rolls its transaction back, which would also undo
+    # django-axes' count of the failed attempt and its audit entry. Nothing is written here.
+    verified = signature_verify_password(signer=signer, password=password, request=request)
+    with transaction.atomic():
+        locked = Batch.objects.select_for_update().get(pk=batch.pk)
+        # Decided again under the lock: another QA officer may have decided in the meantime.
+        _check_decision(locked, signer, to_status)
+        locked.status = to_status
+        save_with_reason(locked, actor=signer, reason=reason, update_fields=["status"])
+        signature = signature_apply(
+            verified=verified, meaning=SIGNED_DECISIONS[to_status], reason=reason, record=locked
+        )
+    return BatchDecision(batch=locked, signature=signature)
+
+
+def batch_release(
+    *, batch: Batch, signer: User, password: str, reason: str, request=None
+) -> BatchDecision:
+    """Release a quarantined lot for sale under the QA officer's electronic signature.
+
+    The signer re-enters their password (a wrong one counts towards the lockout and writes
+    nothing); the status change and the signature bound to the new version commit together.
+    """
+    return _batch_decide(
+        batch=batch,
+        to_status=BatchStatus.RELEASED,
+        signer=signer,
+        password=password,
+        reason=reason,
+        request=request,
+    )
+
+
+def batch_reject(
+    *, batch: Batch, signer: User, password: str, reason: str, request=None
+) -> BatchDecision:
+    """Reject a quarantined lot under the QA officer's electronic signature (final)."""
+    return _batch_decide(
+        batch=batch,
+        to_status=BatchStatus.REJECTED,
+        signer=signer,
+        password=password,
+        reason=reason,
+        request=request,
+    )
 
 
 # --- the ledger ----------------------------------------------------------------------------

@@ -1,3 +1,11 @@
-"""Pages of the batches app."""
+"""Pages of the batches app, under /lots/."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+app_name = "batches"
+
+urlpatterns = [
+    path("<int:pk>/", views.lot_detail, name="lot-detail"),
+]

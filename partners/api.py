@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from audit.services import lockout_message
 from pharmadms.exceptions import InvalidInput, NotPermitted
 from pharmadms.viewsets import (
     PartnerScopedMixin,
@@ -229,6 +230,9 @@ class TokenView(APIView):
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = authenticate(request, **serializer.validated_data)
+        if user is None and getattr(request, "axes_locked_out", False):
+            # django-axes refused it: too many failures for this username, right password or not.
+            raise NotPermitted(lockout_message(), code="account_locked")
         if user is None:
             return Response(
                 {"code": "invalid_credentials", "detail": "the username or password is wrong"},

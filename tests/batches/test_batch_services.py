@@ -9,7 +9,9 @@ import pytest
 from batches import services
 from batches.models import Batch, BatchStatus
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
-from tests.factories import BatchFactory, ProductFactory
+from tests.factories import TEST_PASSWORD, BatchFactory, ProductFactory
+
+SIGNED = {BatchStatus.RELEASED: services.batch_release, BatchStatus.REJECTED: services.batch_reject}
 
 
 @pytest.fixture
@@ -94,8 +96,8 @@ def test_dates_of_a_quarantined_lot_can_be_corrected_with_a_reason(network, prod
 
 def test_released_lot_expiry_cannot_change(network, product):
     lot = create(network, product)
-    services.batch_change_status(
-        batch=lot, to_status=BatchStatus.RELEASED, actor=network.qa, reason="batch record reviewed"
+    services.batch_release(
+        batch=lot, signer=network.qa, password=TEST_PASSWORD, reason="batch record reviewed"
     )
     with pytest.raises(RuleViolation) as refusal:
         services.batch_update_dates(
@@ -120,23 +122,45 @@ def test_released_lot_expiry_cannot_change(network, product):
     ],
 )
 def test_status_lifecycle(network, start, target, allowed):
+    """Release and rejection go through the signed decisions; the rest through
+    batch_change_status; both refuse a transition the lifecycle does not allow."""
     lot = BatchFactory(product=ProductFactory(manufacturer=network.manufacturer), status=start)
+
+    def change():
+        if target in SIGNED:
+            SIGNED[target](batch=lot, signer=network.qa, password=TEST_PASSWORD, reason="QA")
+        else:
+            services.batch_change_status(batch=lot, to_status=target, actor=network.qa, reason="QA")
+
     if allowed:
-        services.batch_change_status(batch=lot, to_status=target, actor=network.qa, reason="QA")
+        change()
         lot.refresh_from_db()
         assert lot.status == target
     else:
         with pytest.raises(RuleViolation) as refusal:
-            services.batch_change_status(batch=lot, to_status=target, actor=network.qa, reason="QA")
+            change()
         assert refusal.value.code == "invalid_status_transition"
 
 
 def test_status_change_needs_a_qa_officer(network, product):
-    lot = create(network, product)
+    lot = BatchFactory(
+        product=ProductFactory(manufacturer=network.manufacturer), status=BatchStatus.RELEASED
+    )
     with pytest.raises(NotPermitted):
         services.batch_change_status(
-            batch=lot, to_status=BatchStatus.RELEASED, actor=network.warehouse, reason="x"
+            batch=lot, to_status=BatchStatus.QUARANTINE, actor=network.warehouse, reason="x"
         )
+
+
+@pytest.mark.parametrize("target", [BatchStatus.RELEASED, BatchStatus.REJECTED])
+def test_release_and_rejection_need_a_signature(network, product, target):
+    """batch_change_status refuses the two decisions that need a QA e-signature."""
+    lot = create(network, product)
+    with pytest.raises(NotPermitted) as refusal:
+        services.batch_change_status(batch=lot, to_status=target, actor=network.qa, reason="QA")
+    assert refusal.value.code == "signature_required"
+    lot.refresh_from_db()
+    assert lot.status == BatchStatus.QUARANTINE
 
 
 def test_product_gtin_is_validated_and_immutable(network):

@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 from django.conf import settings
+from django.http import HttpRequest
 from django.middleware.csrf import CSRF_ALLOWED_CHARS
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -204,7 +205,8 @@ def test_token_writes_need_no_csrf_token(network, api_client):
 @pytest.fixture
 def session_client(network) -> APIClient:
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username="mfadmin", password=TEST_PASSWORD)
+    # django-axes checks every authentication against its request: login() must pass one.
+    assert client.login(request=HttpRequest(), username="mfadmin", password=TEST_PASSWORD)
     return client
 
 
@@ -265,13 +267,20 @@ def test_a_client_still_sending_its_expired_token_can_get_a_new_one(network, raw
 
 
 def test_password_guessing_at_the_token_endpoint_is_throttled(db):
-    """After ten attempts a minute from one address, the endpoint answers 429 with a code."""
+    """After ten attempts a minute from one address, the endpoint answers 429 with a code.
+
+    Each attempt names another username: five failures on one username lock it out (403
+    account_locked, tests/pharmadms/test_access_security.py); the throttle slows guessing
+    across usernames."""
     client = APIClient()
-    body = {"username": "nobody", "password": "guess"}
+
+    def body(n: int) -> dict:
+        return {"username": f"nobody{n}", "password": "guess"}
+
     answers = [
-        client.post("/api/v1/auth/token/", body, format="json").status_code for _ in range(11)
+        client.post("/api/v1/auth/token/", body(n), format="json").status_code for n in range(11)
     ]
     assert answers[:10] == [400] * 10
-    response = client.post("/api/v1/auth/token/", body, format="json")
+    response = client.post("/api/v1/auth/token/", body(11), format="json")
     assert response.status_code == 429
     assert response.json()["code"] == "throttled"

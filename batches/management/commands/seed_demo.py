@@ -6,8 +6,9 @@ with their licences, sites and locations; storage classes, ten products, lots ar
 wholesalers; and one demo login per role, whose password is ``DEMO_PASSWORD``.
 
 Every regulated row is written by a service, so each one has a history row naming its actor and
-its reason. A second run finds every row by its natural key (GLN, GTIN, lot number, username)
-and creates nothing twice; stock is posted only where the lot has no moves yet.
+its reason; each released lot carries the demo QA officer's electronic signature. A second
+run finds every row by its natural key (GLN, GTIN, lot number, username) and creates nothing
+twice; stock is posted only where the lot has no moves yet.
 """
 
 from __future__ import annotations
@@ -874,15 +875,16 @@ class DemoSeeder:
                 )
                 moves += 1
             if spec.released and batch.status == BatchStatus.QUARANTINE:
-                batch = batch_services.batch_change_status(
+                # Released as QA releases a lot: e-signed, the QA officer's password re-entered.
+                batch = batch_services.batch_release(
                     batch=batch,
-                    to_status=BatchStatus.RELEASED,
-                    actor=qa,
+                    signer=qa,
+                    password=self.password,
                     reason=(
                         f"QA release of lot {planned.lot_number}: executed batch record reviewed, "
                         "certificate of analysis conforms"
                     ),
-                )
+                ).batch
             if needs_stock and batch.status == BatchStatus.RELEASED:
                 batch_services.stock_transfer(
                     batch=batch,

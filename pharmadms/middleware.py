@@ -1,0 +1,84 @@
+"""Access security at the edge: every refused request is recorded, a lockout is answered clearly."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.contrib.auth.forms import AuthenticationForm
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from audit import chain
+from audit.models import AuditAction
+from audit.services import lockout_message
+
+logger = logging.getLogger(__name__)
+
+DENIED_STATUSES = frozenset({401, 403})
+
+
+def _actor(request: HttpRequest):
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
+
+
+class DeniedRequestAuditMiddleware:
+    """Seal every 401 and 403 answer into the audit chain as a ``denied`` event.
+
+    Written after the response, in a transaction of its own, so it never changes what the
+    client gets: should the audit write fail, the failure is logged and the response stands.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code in DENIED_STATUSES:
+            self._record(request, response)
+        return response
+
+    def _record(self, request: HttpRequest, response: HttpResponse) -> None:
+        try:
+            user = _actor(request)
+            detail = {
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "ip": request.META.get("REMOTE_ADDR", ""),
+            }
+            data = getattr(response, "data", None)  # a DRF answer names its refusal
+            if isinstance(data, dict) and isinstance(data.get("code"), str):
+                detail["code"] = data["code"]
+            with transaction.atomic():
+                chain.record_event(action=AuditAction.DENIED, user=user, detail=detail)
+        except Exception:  # the audit must not turn a refusal into a server error
+            logger.exception(
+                "could not record a denied request (%s %s)", request.method, request.path
+            )
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials=None
+) -> HttpResponse:
+    """The answer to an authentication refused because the account is locked.
+
+    django-axes calls this (``AXES_LOCKOUT_CALLABLE``) for a request on which it saw the
+    lockout. A view that already answered it itself (the lot page's signing form answers 403
+    with the lot still on screen) keeps its answer; the API answers ``account_locked`` in its
+    own error format; a sign-in page shows the sign-in form with the lockout message.
+    """
+    if original_response is not None and original_response.status_code == 403:
+        return original_response
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "account_locked", "detail": lockout_message()}, status=403)
+    form = AuthenticationForm(request, data=request.POST or None)
+    context = {
+        "form": form,
+        "locked_out": True,
+        "lockout_message": lockout_message(),
+        "next": request.POST.get("next", request.GET.get("next", "")),
+    }
+    return render(request, "registration/login.html", context, status=403)
