@@ -1,3 +1,10 @@
-"""Pages of the audit app."""
+"""Pages of the audit app: the audit-trail viewer and a record's lineage."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.audit_trail, name="audit-trail"),
+    path("lineage/<str:model>/<str:object_id>/", views.record_lineage, name="audit-lineage"),
+]

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from audit.api import AuditVerifyView
+from audit.api import AuditEntryViewSet, AuditLineageView, AuditVerifyView
 from batches.api import (
     BatchViewSet,
     ProductViewSet,
@@ -23,9 +23,11 @@ router.register("products", ProductViewSet, basename="product")
 router.register("batches", BatchViewSet, basename="batch")
 router.register("stock-balances", StockBalanceViewSet, basename="stockbalance")
 router.register("stock-moves", StockMoveViewSet, basename="stockmove")
+router.register("audit/entries", AuditEntryViewSet, basename="auditentry")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("audit/verify/", AuditVerifyView.as_view(), name="audit-verify"),
+    path("audit/lineage/", AuditLineageView.as_view(), name="audit-lineage-api"),
     path("", include(router.urls)),
 ]
