@@ -288,30 +288,44 @@ def verify(*, anchor: dict | None = None, key: bytes | None = None) -> Verificat
     """Recompute the whole chain and report what is broken, first sequence first.
 
     Checks, entry by entry: the sequence runs on without a gap; each entry's hash covers its own
-    fields; each previous hash is the hash of the entry before; each sealed row still exists and
-    still has the content that was sealed. Then, every row of a sealed table has an entry. With
-    ``anchor`` (a signed head kept outside the database), the chain must still hold that head.
+    fields; each previous hash is the hash of the entry before; each sealed row still exists, has
+    the content that was sealed, and is sealed once only. Then: the chain still reaches the head
+    row, and every row of a sealed table has an entry. With ``anchor`` (a signed head kept outside
+    the database), the chain must still hold that head.
+
+    Safe while the application writes: the head is read before the entries (appends only add
+    after it), and a row committed after the scan came with its entry in the same transaction.
     """
     result = Verification()
-    earlier: dict[str, int] = {}
+    head_row = ChainHead.objects.filter(pk=1).values_list("sequence", "head_hash").first()
+    earlier: dict[str, int] = {GENESIS: 0}
     expected_sequence, previous_hash = 1, GENESIS
-    sealed_ids: dict[str, set[int]] = {}
+    sealed_ids: dict[str, dict[int, int]] = {}  # source -> record id -> sequence that sealed it
+    last_flagged = 0  # the last sequence at which a finding was made
+    hash_at_head = GENESIS if head_row and head_row[0] == 0 else None
     model_by_label = {m._meta.label_lower: m for m in sealed_models()}
     for batch in _entries():
         rows = _load_rows(batch, model_by_label)
         for entry in batch:
             result.checked += 1
-            finding = _check_link(entry, expected_sequence, previous_hash, earlier) or _check_row(
-                entry, rows
+            finding = (
+                _check_link(entry, expected_sequence, previous_hash, earlier, last_flagged)
+                or _check_row(entry, rows)
+                or _check_sealed_once(entry, sealed_ids)
             )
             if finding:
                 result.findings.append(finding)
+                last_flagged = entry.sequence
             if entry.source != EVENT and entry.record_id is not None:
-                sealed_ids.setdefault(entry.source, set()).add(entry.record_id)
+                sealed_ids.setdefault(entry.source, {}).setdefault(entry.record_id, entry.sequence)
+            if head_row and entry.sequence == head_row[0]:
+                hash_at_head = entry.entry_hash
             earlier[entry.entry_hash] = entry.sequence
             expected_sequence = entry.sequence + 1
             previous_hash = entry.entry_hash
             result.head_sequence, result.head_hash = entry.sequence, entry.entry_hash
+    head_after = ChainHead.objects.filter(pk=1).values_list("sequence", flat=True).first()
+    result.findings.extend(_check_head(head_row, hash_at_head, head_after, result))
     result.findings.extend(_unsealed_rows(model_by_label, sealed_ids, result.head_sequence))
     if anchor is not None:
         result.findings.extend(_check_anchor(anchor, key, result))
@@ -319,7 +333,11 @@ def verify(*, anchor: dict | None = None, key: bytes | None = None) -> Verificat
 
 
 def _check_link(
-    entry: AuditEntry, expected_sequence: int, previous_hash: str, earlier: dict[str, int]
+    entry: AuditEntry,
+    expected_sequence: int,
+    previous_hash: str,
+    earlier: dict[str, int],
+    last_flagged: int = 0,
 ) -> Finding | None:
     sequence = entry.sequence
     if sequence > expected_sequence:
@@ -331,11 +349,7 @@ def _check_link(
     if _entry_hash(_stored_values(entry)) != entry.entry_hash:
         moved_from = _sealed_position(entry)
         if moved_from is not None:
-            return Finding(
-                sequence,
-                "order_changed",
-                f"the entry sealed as #{moved_from} now stands at #{sequence}",
-            )
+            return _moved(entry, moved_from, earlier, last_flagged)
         return Finding(
             sequence, "content_changed", "the entry's own fields no longer match its hash"
         )
@@ -351,6 +365,39 @@ def _check_link(
             return Finding(sequence, "row_inserted", f"entry #{sequence} was slipped in")
         return Finding(sequence, "order_changed", "the entry does not link to the one before")
     return None
+
+
+def _moved(entry: AuditEntry, moved_from: int, earlier: dict[str, int], last_flagged: int):
+    """An intact entry that stands at another sequence than it was sealed at: entries were
+    removed before it (and the tail renumbered), slipped in before it, or swapped."""
+    sequence = entry.sequence
+    if moved_from > sequence and not (
+        entry.previous_hash in earlier
+        or AuditEntry.objects.filter(entry_hash=entry.previous_hash).exists()
+    ):
+        return Finding(
+            sequence,
+            "row_missing",
+            f"the entry sealed as #{moved_from} now stands at #{sequence}: "
+            f"the {moved_from - sequence} before it were removed and the tail renumbered",
+        )
+    sealed_after = earlier.get(entry.previous_hash)
+    if (
+        moved_from < sequence
+        and sealed_after is not None
+        and sealed_after < sequence - 1
+        and last_flagged <= sealed_after  # the entries between all link and hash correctly
+    ):
+        first = sealed_after + 1
+        return Finding(
+            first,
+            "row_inserted",
+            f"entries #{first}–#{sequence - 1} were slipped in before the entry sealed as "
+            f"#{moved_from}",
+        )
+    return Finding(
+        sequence, "order_changed", f"the entry sealed as #{moved_from} now stands at #{sequence}"
+    )
 
 
 def _sealed_position(entry: AuditEntry, reach: int = 50) -> int | None:
@@ -398,12 +445,81 @@ def _check_row(entry: AuditEntry, rows) -> Finding | None:
     return None
 
 
-def _unsealed_rows(model_by_label, sealed_ids: dict[str, set[int]], head: int) -> list[Finding]:
+def _check_sealed_once(entry: AuditEntry, sealed_ids: dict[str, dict[int, int]]):
+    """Each row has exactly one entry: a second one is a forged (replayed) seal."""
+    if entry.source == EVENT or entry.record_id is None:
+        return None
+    first = sealed_ids.get(entry.source, {}).get(entry.record_id)
+    if first is None:
+        return None
+    return Finding(
+        entry.sequence,
+        "row_inserted",
+        f"{entry.source} row {entry.record_id} is already sealed at #{first}",
+    )
+
+
+def _check_head(
+    head_row: tuple[int, str] | None,
+    hash_at_head: str | None,
+    head_after: int | None,
+    result: Verification,
+) -> list[Finding]:
+    """The chain and its head row agree. The head read before the entries must be among them
+    (entries cut from the tail without rolling the head back show here, not only at the next
+    append); the head read after them must not stand before the last one (entries added
+    without moving the head, or a head rolled back over them). The head moves in the same
+    transaction as each append, so neither holds only because the application is writing."""
+    if head_row is None or head_after is None:
+        if result.head_sequence == 0:
+            return []
+        return [Finding(result.head_sequence + 1, "row_missing", "the chain head row is gone")]
+    if head_after < result.head_sequence:
+        return [
+            Finding(
+                head_after + 1,
+                "row_inserted",
+                f"entries #{head_after + 1}–#{result.head_sequence} stand after the chain head "
+                f"#{head_after}",
+            )
+        ]
+    head_sequence, head_hash = head_row
+    if hash_at_head == head_hash:
+        return []
+    if head_sequence > result.head_sequence:
+        return [
+            Finding(
+                result.head_sequence + 1,
+                "row_missing",
+                f"the chain head is #{head_sequence} but the chain ends at #{result.head_sequence}",
+            )
+        ]
+    return [
+        Finding(
+            head_sequence,
+            "content_changed",
+            f"entry #{head_sequence} no longer has the chain head's hash",
+        )
+    ]
+
+
+def _unsealed_rows(
+    model_by_label, sealed_ids: dict[str, dict[int, int]], head: int
+) -> list[Finding]:
     findings = []
     for label, model in model_by_label.items():
-        known = sealed_ids.get(label, set())
-        pks = set(model._base_manager.values_list("pk", flat=True))
-        for pk in sorted(pks - known)[:1]:
+        known = sealed_ids.get(label, {})
+        unsealed = set(model._base_manager.values_list("pk", flat=True)).difference(known)
+        if unsealed:
+            # A row committed after the entries were read came in the same transaction as its
+            # entry, which stands after the last one read: sealed, only later (verify runs while
+            # the application writes).
+            unsealed.difference_update(
+                AuditEntry.objects.filter(source=label, sequence__gt=head).values_list(
+                    "record_id", flat=True
+                )
+            )
+        for pk in sorted(unsealed)[:1]:
             row = model._base_manager.get(pk=pk)
             when = (
                 getattr(row, "history_date", None)
@@ -443,9 +559,13 @@ def anchor_is_authentic(anchor: dict, key: bytes) -> bool:
 
 
 def _check_anchor(anchor: dict, key: bytes | None, result: Verification) -> Iterable[Finding]:
-    sequence = int(anchor.get("sequence", 0))
     if key is None or not anchor_is_authentic(anchor, key):
+        signed = anchor.get("sequence") if isinstance(anchor, dict) else None
+        sequence = signed if isinstance(signed, int) else 0
         return [Finding(sequence, "anchor_mismatch", "the anchor's signature is not valid")]
+    sequence = int(anchor["sequence"])
+    if sequence == 0 and anchor.get("hash") == GENESIS:
+        return []  # anchored before the first entry: any chain holds it
     entry = AuditEntry.objects.filter(sequence=sequence).first()
     if entry is None or sequence > result.head_sequence:
         return [

@@ -17,8 +17,13 @@ from tests.factories import BatchFactory, ProductFactory
 @pytest.fixture
 def busy(network):
     lot = BatchFactory(product=ProductFactory(manufacturer=network.manufacturer))
-    services.stock_receive(batch=lot, location=network.manufacturer_storage, quantity=9,
-                           actor=network.warehouse, reason="production output")
+    services.stock_receive(
+        batch=lot,
+        location=network.manufacturer_storage,
+        quantity=9,
+        actor=network.warehouse,
+        reason="production output",
+    )
     return lot
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from audit.services import anchor_head
+from pharmadms.exceptions import RuleViolation
 
 
 class Command(BaseCommand):
@@ -17,7 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--output", type=Path, help="also write the signed head to this file")
 
     def handle(self, *args, output: Path | None, **options):
-        signed = anchor_head()
+        try:
+            signed = anchor_head()
+        except RuleViolation as error:  # AUDIT_ANCHOR_KEY is not set
+            raise CommandError(str(error)) from error
         text = json.dumps(signed, indent=2, sort_keys=True)
         if output:
             output.write_text(text + "\n")

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit.chain import verify
 from audit.services import anchor_key
+from pharmadms.exceptions import RuleViolation
 
 
 class Command(BaseCommand):
@@ -22,14 +23,18 @@ class Command(BaseCommand):
 
     def handle(self, *args, anchor: Path | None, as_json: bool, **options):
         signed_head = _read_anchor(anchor) if anchor else None
-        result = verify(anchor=signed_head, key=anchor_key() if signed_head else None)
+        try:
+            key = anchor_key() if signed_head is not None else None
+        except RuleViolation as error:  # no key: the anchor cannot be checked
+            raise CommandError(str(error)) from error
+        result = verify(anchor=signed_head, key=key)
         if as_json:
             self.stdout.write(_dumps(result.as_dict()))
         elif result.ok:
             self.stdout.write(
                 f"audit chain intact: {result.checked} entries, head #{result.head_sequence} "
                 f"{result.head_hash}"
-                + (f", anchor #{signed_head['sequence']} holds" if anchor else "")
+                + (f", anchor #{signed_head.get('sequence')} holds" if anchor else "")
             )
         if not result.ok:
             first = result.first
@@ -40,9 +45,14 @@ class Command(BaseCommand):
 
 def _read_anchor(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        signed_head = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise CommandError(f"cannot read the anchor {path}: {error}") from error
+    if not isinstance(signed_head, dict):
+        raise CommandError(
+            f"cannot read the anchor {path}: not a signed head written by audit_anchor"
+        )
+    return signed_head
 
 
 def _dumps(data) -> str:
