@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
 
@@ -94,17 +95,43 @@ def _entry_hash(values: dict[str, Any]) -> str:
 # --- appending -----------------------------------------------------------------------------
 
 
-def _locked_head(cursor) -> tuple[int, str]:
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    cursor.execute(f"SELECT sequence, head_hash FROM {_HEAD} WHERE id = 1{lock}")  # noqa: S608
+# Takes the next sequence number and the current head hash, locking the head row, in one round
+# trip (PostgreSQL and SQLite 3.35+); the lock is held until the sealing transaction ends. A
+# writer may fold it into a statement of its own and hand the result to append(head=...).
+ADVANCE_HEAD = (
+    f"UPDATE {_HEAD} SET sequence = sequence + 1 WHERE id = 1"  # noqa: S608 - fixed names
+    " RETURNING sequence, head_hash"
+)
+
+
+def _advance_head(cursor) -> tuple[int, str]:
+    advance = ADVANCE_HEAD
+    cursor.execute(advance)
     row = cursor.fetchone()
     if row is None:  # a fresh (or flushed) database: the chain starts here
         ChainHead.objects.bulk_create(
             [ChainHead(id=1, sequence=0, head_hash=GENESIS)], ignore_conflicts=True
         )
-        cursor.execute(f"SELECT sequence, head_hash FROM {_HEAD} WHERE id = 1{lock}")  # noqa: S608
+        cursor.execute(advance)
         row = cursor.fetchone()
     return row
+
+
+def _insert_entry(cursor, row: list, entry_hash: str) -> None:
+    insert = (
+        f"INSERT INTO {_ENTRIES} ({', '.join(_COLUMNS)})"  # noqa: S608 - fixed names
+        f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+    )
+    if connection.vendor == "postgresql":
+        # One round trip: the entry and the head's new hash in a data-modifying CTE.
+        cursor.execute(
+            f"WITH sealed AS ({insert} RETURNING entry_hash)"  # noqa: S608
+            f" UPDATE {_HEAD} SET head_hash = (SELECT entry_hash FROM sealed) WHERE id = 1",
+            row,
+        )
+    else:
+        cursor.execute(insert, row)
+        cursor.execute(f"UPDATE {_HEAD} SET head_hash = %s WHERE id = 1", [entry_hash])  # noqa: S608
 
 
 def append(
@@ -119,11 +146,15 @@ def append(
     reason: str,
     content: Any,
     payload: Any = None,
+    head: tuple[int, str] | None = None,
 ) -> int:
-    """Seal one row (or event) as the next link of the chain; returns its sequence number."""
+    """Seal one row (or event) as the next link of the chain; returns its sequence number.
+
+    ``head`` is the (sequence, previous hash) pair that the caller took with ADVANCE_HEAD in
+    this same transaction, when it folded that into a statement of its own.
+    """
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        sequence, previous_hash = _locked_head(cursor)
-        sequence += 1
+        sequence, previous_hash = head or _advance_head(cursor)
         user_id = getattr(user, "pk", None)
         values: dict[str, Any] = {
             "sequence": sequence,
@@ -145,15 +176,7 @@ def append(
         row = [values[name] for name in _COLUMNS]
         row[_COLUMNS.index("occurred_at")] = connection.ops.adapt_datetimefield_value(occurred_at)
         row[_COLUMNS.index("payload")] = None if payload is None else json.dumps(payload)
-        cursor.execute(
-            f"INSERT INTO {_ENTRIES} ({', '.join(_COLUMNS)})"  # noqa: S608 - fixed names
-            f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})",
-            row,
-        )
-        cursor.execute(
-            f"UPDATE {_HEAD} SET sequence = %s, head_hash = %s WHERE id = 1",  # noqa: S608
-            [sequence, values["entry_hash"]],
-        )
+        _insert_entry(cursor, row, values["entry_hash"])
     return sequence
 
 
@@ -179,6 +202,7 @@ def seal_history_row(history_row: models.Model) -> int:
 def seal_row(
     row: models.Model,
     *,
+    head: tuple[int, str] | None = None,
     action: str,
     user: Any,
     occurred_at,
@@ -197,6 +221,7 @@ def seal_row(
         occurred_at=occurred_at,
         reason=reason,
         content=row_content(row),
+        head=head,
     )
 
 
@@ -208,7 +233,7 @@ def record_event(
     return append(
         source=EVENT,
         record_id=None,
-        object_model="auth.user",
+        object_model=settings.AUTH_USER_MODEL.lower(),
         object_id=getattr(user, "pk", None),
         action=action,
         user=user,

@@ -22,7 +22,7 @@ class AuditEntryFilter(django_filters.FilterSet):
         field_name="object_model",
         choices=audited_model_labels,
         label="Model",
-        help_text="the record's model label, e.g. batches.batch (auth.user for access events)",
+        help_text="the record's model label, e.g. batches.batch (partners.user for access events)",
     )
     object_id = django_filters.CharFilter(
         field_name="object_id", label="Object id", help_text="the record's id"

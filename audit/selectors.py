@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import CharField, Q, QuerySet
@@ -49,7 +50,7 @@ OWNER_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 # The label record_event() gives access events (sign-in, sign-out, failures, denials).
-EVENT_MODEL = "auth.user"
+EVENT_MODEL = settings.AUTH_USER_MODEL.lower()  # access events are about the user
 
 
 def register_owner_paths(label: str, *paths: str) -> None:

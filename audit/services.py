@@ -231,21 +231,3 @@ def signature_status(signature: Signature) -> str:
     """
     current = _current_hash(signature.object_model, signature.object_id)
     return SIGNATURE_VALID if current == signature.content_hash else SIGNATURE_CHANGED
-
-
-# A read, kept here until audit/selectors.py takes it (the audit-trail viewer's module).
-def signature_list_for_record(*, record: models.Model) -> list[Signature]:
-    """The record's signatures, oldest first, each with its ``status`` against the record now."""
-    object_model, object_id = record._meta.label_lower, str(record.pk)
-    signatures = list(
-        Signature.objects.filter(object_model=object_model, object_id=object_id).select_related(
-            "user"
-        )
-    )
-    if signatures:
-        current = _current_hash(object_model, object_id)
-        for signature in signatures:
-            signature.status = (
-                SIGNATURE_VALID if current == signature.content_hash else SIGNATURE_CHANGED
-            )
-    return signatures

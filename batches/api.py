@@ -13,7 +13,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from audit.models import Signature
-from audit.services import signature_list_for_record, signature_status
+from audit.selectors import signature_list_for_record
+from audit.services import signature_status
 from partners.models import Location, Role
 from pharmadms.exceptions import InvalidInput, NotPermitted
 from pharmadms.identifiers import normalise_gtin

@@ -364,12 +364,27 @@ def _locked_balances(batch: Batch, locations: Iterable[Location]) -> dict[int, _
     return rows
 
 
-def _write_balance(cursor, row: _Balance, now) -> None:
-    cursor.execute(
-        f"UPDATE {_BALANCES} SET on_hand = %s, allocated = %s, updated_at = %s"  # noqa: S608
-        " WHERE id = %s",
-        [row.on_hand, row.allocated, now, row.pk],
+def _balance_update(rows: list[_Balance], now) -> tuple[str, list]:
+    """One UPDATE for the locked rows (already locked, so it takes no new lock)."""
+    cases_on_hand = " ".join("WHEN %s THEN %s" for _ in rows)
+    cases_allocated = " ".join("WHEN %s THEN %s" for _ in rows)
+    params: list = []
+    for row in rows:
+        params += [row.pk, row.on_hand]
+    for row in rows:
+        params += [row.pk, row.allocated]
+    params += [now, *(row.pk for row in rows)]
+    sql = (
+        f"UPDATE {_BALANCES} SET on_hand = CASE id {cases_on_hand} END,"  # noqa: S608
+        f" allocated = CASE id {cases_allocated} END, updated_at = %s"
+        f" WHERE id IN ({', '.join(['%s'] * len(rows))})"
     )
+    return sql, params
+
+
+def _write_balances(cursor, rows: list[_Balance], now) -> None:
+    sql, params = _balance_update(rows, now)
+    cursor.execute(sql, params)
 
 
 @transaction.atomic
@@ -403,7 +418,7 @@ def stock_post_move(
 
     rows = _locked_balances(batch, [loc for loc in (from_location, to_location) if loc])
     now = timezone.now()
-    changed = []
+    changed: list[_Balance] = []
     if from_location is not None:
         source = rows[from_location.pk]
         if consume_allocation is not None:
@@ -433,30 +448,44 @@ def stock_post_move(
         user=actor,
         created_at=now,
     )
-    db_now = connection.ops.adapt_datetimefield_value(now)
+    values = [
+        batch.pk,
+        quantity,
+        move.from_location_id,
+        move.to_location_id,
+        kind,
+        reference,
+        reason,
+        actor.pk,
+        connection.ops.adapt_datetimefield_value(now),
+    ]
+    balances_sql, balances_params = _balance_update(changed, values[-1])
+    insert_sql = (
+        f"INSERT INTO {_MOVES} ({', '.join(_MOVE_COLUMNS)})"  # noqa: S608 - fixed names
+        f" VALUES ({', '.join(['%s'] * len(values))}) RETURNING id"
+    )
+    head = None
     with connection.cursor() as cursor:
-        for row in changed:  # already in pk order: the order they were locked in
-            _write_balance(cursor, row, db_now)
-        values = [
-            batch.pk,
-            quantity,
-            move.from_location_id,
-            move.to_location_id,
-            kind,
-            reference,
-            reason,
-            actor.pk,
-            db_now,
-        ]
-        cursor.execute(
-            f"INSERT INTO {_MOVES} ({', '.join(_MOVE_COLUMNS)})"  # noqa: S608 - fixed names
-            f" VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
-            values,
-        )
-        move.pk = cursor.fetchone()[0]
+        if connection.vendor == "postgresql":
+            # One round trip: both balances, the move, and the chain head for its seal.
+            cursor.execute(
+                f"WITH balances AS ({balances_sql} RETURNING 1), move AS ({insert_sql}),"  # noqa: S608 - fixed names
+                f" head AS ({chain.ADVANCE_HEAD})"
+                " SELECT (SELECT id FROM move), head.sequence, head.head_hash"
+                " FROM (SELECT count(*) FROM balances) AS written LEFT JOIN head ON true",
+                [*balances_params, *values],
+            )
+            move.pk, sequence, previous_hash = cursor.fetchone()
+            head = (sequence, previous_hash) if sequence is not None else None
+        else:
+            cursor.execute(balances_sql, balances_params)
+            cursor.execute(insert_sql, values)
+            move.pk = cursor.fetchone()[0]
     move._state.adding = False
     move._state.db = connection.alias
-    chain.seal_row(move, action=AuditAction.MOVED, user=actor, occurred_at=now, reason=reason)
+    chain.seal_row(
+        move, action=AuditAction.MOVED, user=actor, occurred_at=now, reason=reason, head=head
+    )
     return move
 
 
@@ -653,6 +682,6 @@ def stock_deallocate(*, allocation: StockAllocation, actor: User, reason: str) -
     row = _locked_balances(allocation.batch, [allocation.location])[allocation.location_id]
     row.allocated -= allocation.quantity
     with connection.cursor() as cursor:
-        _write_balance(cursor, row, connection.ops.adapt_datetimefield_value(timezone.now()))
+        _write_balances(cursor, [row], connection.ops.adapt_datetimefield_value(timezone.now()))
     allocation.status = AllocationStatus.RELEASED
     return save_with_reason(allocation, actor=actor, reason=reason, update_fields=["status"])

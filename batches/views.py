@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from audit.history import history_diff
 from audit.models import AuditEntry, Signature
-from audit.services import signature_list_for_record
+from audit.selectors import signature_list_for_record
 from partners.models import Role
 from pharmadms.exceptions import ApplicationError, InvalidInput
 

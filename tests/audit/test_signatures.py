@@ -13,11 +13,11 @@ from django.utils import timezone
 
 from audit import chain
 from audit.models import AuditAction, AuditEntry, Signature, SignatureMeaning
+from audit.selectors import signature_list_for_record
 from audit.services import (
     SIGNATURE_CHANGED,
     SIGNATURE_VALID,
     signature_apply,
-    signature_list_for_record,
     signature_sign,
     signature_status,
     signature_verify_password,

@@ -295,7 +295,7 @@ def forged_entry(k: int, *, linked: bool = True, hashed: bool = True) -> dict:
         "sequence": k,
         "source": chain.EVENT,
         "record_id": None,
-        "object_model": "auth.user",
+        "object_model": "partners.user",
         "object_id": str(qa.pk),
         "action": AuditAction.LOGIN.value,
         "user_id": qa.pk,
