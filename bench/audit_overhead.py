@@ -29,33 +29,21 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pharmadms.settings")
-os.environ.setdefault("DEBUG", "false")  # DEBUG would log every query and slow every side
-os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-never-used-to-sign-anything-0123456789")
+from django.conf import settings
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from throwaway import throwaway_database  # sets Django up before any model is imported
 
-import django  # noqa: E402  (the environment above must be set first)
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
-
-from audit.chain import verify  # noqa: E402
-from audit.history import save_with_reason  # noqa: E402
-from audit.models import AuditEntry  # noqa: E402
-from partners.models import Partner, PartnerKind, Role  # noqa: E402
-from tests.factories import PartnerFactory, UserFactory  # noqa: E402
+from audit.chain import verify
+from audit.history import save_with_reason
+from audit.models import AuditEntry
+from partners.models import Partner, PartnerKind, Role
+from tests.factories import PartnerFactory, UserFactory
 
 GOAL = 0.5
 SLICE = 100  # writes per alternating slice of a round
@@ -250,41 +238,27 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="pharmadms-bench-") as scratch:
-        original_name = connection.settings_dict["NAME"]
-        connection.settings_dict["TEST"]["NAME"] = (
-            str(Path(scratch) / "bench.sqlite3")
-            if connection.vendor == "sqlite"
-            else f"{original_name}_throwaway_{os.getpid()}"
-        )
-        try:
-            bench_name = connection.creation.create_test_db(
-                verbosity=0, autoclobber=True, serialize=False, keepdb=False
+    with throwaway_database("audit overhead"):
+        place = seed()
+        for side in SIDES:
+            side(args.warmup, *place)
+        if args.show_queries:
+            show_queries(*place)
+        if args.profile:
+            profile(args.writes, *place)
+        if args.breakdown:
+            breakdown(args.writes, *place)
+        history_before = Partner.history.count()
+        rates: list[list[float]] = [[] for _ in SIDES]
+        for round_number in range(1, args.rounds + 1):
+            seconds = timed_round(args.writes, place, offset=round_number * args.writes)
+            for n, spent in enumerate(seconds):
+                rates[n].append(args.writes / spent)
+            print(
+                f"  round {round_number}: {rates[0][-1]:.0f} writes/s with history and seal,"
+                f" {rates[1][-1]:.0f} bare, {rates[2][-1]:.0f} SQL UPDATEs/s"
             )
-            print(f"audit overhead bench on {connection.vendor} ({bench_name}, dropped afterwards)")
-            place = seed()
-            for side in SIDES:
-                side(args.warmup, *place)
-            if args.show_queries:
-                show_queries(*place)
-            if args.profile:
-                profile(args.writes, *place)
-            if args.breakdown:
-                breakdown(args.writes, *place)
-            history_before = Partner.history.count()
-            rates: list[list[float]] = [[] for _ in SIDES]
-            for round_number in range(1, args.rounds + 1):
-                seconds = timed_round(args.writes, place, offset=round_number * args.writes)
-                for n, spent in enumerate(seconds):
-                    rates[n].append(args.writes / spent)
-                print(
-                    f"  round {round_number}: {rates[0][-1]:.0f} writes/s with history and seal,"
-                    f" {rates[1][-1]:.0f} bare, {rates[2][-1]:.0f} SQL UPDATEs/s"
-                )
-            check_trail(*place, expected=args.rounds * args.writes, before=history_before)
-        finally:
-            if connection.settings_dict["NAME"] != original_name:  # it was created: drop it
-                connection.creation.destroy_test_db(original_name, verbosity=0)
+        check_trail(*place, expected=args.rounds * args.writes, before=history_before)
 
     audited, bare, floor = (statistics.median(r) for r in rates)
     print(

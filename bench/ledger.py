@@ -14,31 +14,19 @@ rounds give the ratio service/floor.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pharmadms.settings")
-os.environ.setdefault("DEBUG", "false")  # DEBUG would log every query and slow both sides
-os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-never-used-to-sign-anything-0123456789")
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from throwaway import throwaway_database  # sets Django up before any model is imported
 
-import django  # noqa: E402  (the environment above must be set first)
-
-django.setup()
-
-from django.db import connection  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
-from django.utils import timezone  # noqa: E402
-
-from batches import services  # noqa: E402
-from batches.models import BatchStatus, MoveKind, StockBalance, StockMove  # noqa: E402
-from partners.models import LocationKind, PartnerKind, Role  # noqa: E402
-from tests.factories import (  # noqa: E402
+from batches import services
+from batches.models import BatchStatus, MoveKind, StockBalance, StockMove
+from partners.models import LocationKind, PartnerKind, Role
+from tests.factories import (
     BatchFactory,
     LocationFactory,
     PartnerFactory,
@@ -151,36 +139,22 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="pharmadms-bench-") as scratch:
-        original_name = connection.settings_dict["NAME"]
-        connection.settings_dict["TEST"]["NAME"] = (
-            str(Path(scratch) / "bench.sqlite3")
-            if connection.vendor == "sqlite"
-            else f"{original_name}_throwaway_{os.getpid()}"
-        )
-        try:
-            bench_name = connection.creation.create_test_db(
-                verbosity=0, autoclobber=True, serialize=False, keepdb=False
+    with throwaway_database("ledger"):
+        place = seed()
+        post_moves(args.warmup, *place)
+        insert_rows(args.warmup, *place)
+        if args.show_queries:
+            show_queries(*place)
+        service_rates, floor_rates = [], []
+        for round_number in range(1, args.rounds + 1):
+            service_seconds, floor_seconds = timed_round(args.moves, place)
+            service_rates.append(args.moves / service_seconds)
+            floor_rates.append(args.moves / floor_seconds)
+            print(
+                f"  round {round_number}: {service_rates[-1]:.0f} moves/s, "
+                f"{floor_rates[-1]:.0f} INSERTs/s"
             )
-            print(f"ledger bench on {connection.vendor} ({bench_name}, dropped afterwards)")
-            place = seed()
-            post_moves(args.warmup, *place)
-            insert_rows(args.warmup, *place)
-            if args.show_queries:
-                show_queries(*place)
-            service_rates, floor_rates = [], []
-            for round_number in range(1, args.rounds + 1):
-                service_seconds, floor_seconds = timed_round(args.moves, place)
-                service_rates.append(args.moves / service_seconds)
-                floor_rates.append(args.moves / floor_seconds)
-                print(
-                    f"  round {round_number}: {service_rates[-1]:.0f} moves/s, "
-                    f"{floor_rates[-1]:.0f} INSERTs/s"
-                )
-            check_ledger(*place)
-        finally:
-            if connection.settings_dict["NAME"] != original_name:  # it was created: drop it
-                connection.creation.destroy_test_db(original_name, verbosity=0)
+        check_ledger(*place)
 
     service, floor = statistics.median(service_rates), statistics.median(floor_rates)
     print(
