@@ -1,1 +1,331 @@
-"""orders models: filled in by the issue that builds this app."""
+"""Distribution agreements (territory, price list, targets) and the orders placed under them."""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from simple_history.models import HistoricalRecords
+
+from audit.history import RegulatedModel
+from batches.models import Product
+from partners.models import Partner, Site
+
+currency_validator = RegexValidator(
+    r"^[A-Z]{3}$", "an ISO 4217 currency code: three capital letters", code="invalid_currency"
+)
+
+
+class AgreementStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+    ENDED = "ended", "Ended"
+
+
+# An ended agreement is final; a suspended one may be resumed.
+AGREEMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    AgreementStatus.ACTIVE: frozenset({AgreementStatus.SUSPENDED, AgreementStatus.ENDED}),
+    AgreementStatus.SUSPENDED: frozenset({AgreementStatus.ACTIVE, AgreementStatus.ENDED}),
+    AgreementStatus.ENDED: frozenset(),
+}
+
+
+class Agreement(RegulatedModel):
+    """A supplier's agreement to supply a customer: where, at what price, with how much shelf life.
+
+    ``territory`` lists region codes; a code covers the region equal to it and its subdivisions
+    ("DE" covers "DE-BY").
+    """
+
+    supplier = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="agreements_as_supplier"
+    )
+    customer = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="agreements_as_customer"
+    )
+    territory = models.JSONField(
+        default=list, blank=True, help_text='region codes, e.g. ["DE-BY", "AT"]'
+    )
+    min_remaining_shelf_life_days = models.PositiveIntegerField(
+        default=0, help_text="the least shelf life, in days, a lot must keep when allocated"
+    )
+    valid_from = models.DateField()
+    valid_until = models.DateField()
+    status = models.CharField(
+        max_length=10, choices=AgreementStatus.choices, default=AgreementStatus.ACTIVE
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["supplier__name", "customer__name", "valid_from"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_until__gte=F("valid_from")),
+                name="agreement_valid_until_after_from",
+                violation_error_code="invalid_period",
+                violation_error_message="an agreement cannot end before it starts",
+            ),
+            models.CheckConstraint(
+                condition=~Q(supplier=F("customer")),
+                name="agreement_between_two_partners",
+                violation_error_code="same_partner",
+                violation_error_message="supplier and customer must be two partners",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_remaining_shelf_life_days__gte=0),
+                name="agreement_shelf_life_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.supplier.name} → {self.customer.name} ({self.valid_from}–{self.valid_until})"
+
+    def clean(self) -> None:
+        territory = self.territory
+        if (
+            not isinstance(territory, list)
+            or not territory
+            or not all(isinstance(code, str) and code.strip() for code in territory)
+        ):
+            raise ValidationError(
+                {"territory": ValidationError("a list of region codes", code="invalid_territory")}
+            )
+        if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
+            raise ValidationError(
+                {
+                    "valid_until": ValidationError(
+                        "an agreement cannot end before it starts", code="invalid_period"
+                    )
+                }
+            )
+
+    def is_in_force_on(self, day: datetime.date) -> bool:
+        return self.status == AgreementStatus.ACTIVE and self.valid_from <= day <= self.valid_until
+
+    def covers_region(self, region: str) -> bool:
+        return any(region == code or region.startswith(f"{code}-") for code in self.territory)
+
+
+class AgreementPrice(RegulatedModel):
+    """The unit price of one product under one agreement (one currency per agreement)."""
+
+    agreement = models.ForeignKey(Agreement, on_delete=models.PROTECT, related_name="prices")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="agreement_prices")
+    unit_price = models.DecimalField(
+        max_digits=12, decimal_places=4, validators=[MinValueValidator(Decimal("0.0001"))]
+    )
+    currency = models.CharField(max_length=3, validators=[currency_validator])
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["agreement", "product__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agreement", "product"],
+                name="agreement_price_unique_per_product",
+                violation_error_code="duplicate_price",
+                violation_error_message="this agreement already prices this product",
+            ),
+            models.CheckConstraint(condition=Q(unit_price__gt=0), name="agreement_price_positive"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[A-Z]{3}$"), name="agreement_price_currency_iso"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product.name}: {self.unit_price} {self.currency}"
+
+
+class SalesTarget(RegulatedModel):
+    """What the parties aim to sell under an agreement in a period: units and/or value."""
+
+    agreement = models.ForeignKey(Agreement, on_delete=models.PROTECT, related_name="targets")
+    period_start = models.DateField()
+    period_end = models.DateField()
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, null=True, blank=True, related_name="sales_targets"
+    )
+    target_quantity = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    target_value = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.01"))],
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["agreement", "period_start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(period_end__gte=F("period_start")),
+                name="sales_target_period_ordered",
+                violation_error_code="invalid_period",
+                violation_error_message="a target period cannot end before it starts",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_quantity__isnull=False) | Q(target_value__isnull=False),
+                name="sales_target_has_a_target",
+                violation_error_code="target_required",
+                violation_error_message="a target needs a quantity, a value or both",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_quantity__isnull=True) | Q(target_quantity__gt=0),
+                name="sales_target_quantity_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_value__isnull=True) | Q(target_value__gt=0),
+                name="sales_target_value_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"target {self.period_start}–{self.period_end} of {self.agreement}"
+
+
+class OrderStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SUBMITTED = "submitted", "Submitted"
+    CONFIRMED = "confirmed", "Confirmed"
+    ALLOCATED = "allocated", "Allocated"
+    PICKING = "picking", "Picking"
+    SHIPPED = "shipped", "Shipped"
+    DELIVERED = "delivered", "Delivered"
+    CLOSED = "closed", "Closed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# The order lifecycle in one table. "allocated" means allocation has run: lines may still carry
+# backorders, and allocating again (allocated → allocated) tries to fill them.
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    OrderStatus.DRAFT: frozenset({OrderStatus.SUBMITTED, OrderStatus.CANCELLED}),
+    OrderStatus.SUBMITTED: frozenset({OrderStatus.CONFIRMED, OrderStatus.CANCELLED}),
+    OrderStatus.CONFIRMED: frozenset({OrderStatus.ALLOCATED, OrderStatus.CANCELLED}),
+    OrderStatus.ALLOCATED: frozenset(
+        {OrderStatus.ALLOCATED, OrderStatus.PICKING, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.PICKING: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED}),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    OrderStatus.DELIVERED: frozenset({OrderStatus.CLOSED}),
+    OrderStatus.CLOSED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+
+
+class OrderNumberCounter(models.Model):
+    """The last order number issued in a year; locked while the next one is taken.
+
+    Not regulated: the numbers it hands out are recorded in each order's own history.
+    """
+
+    year = models.PositiveSmallIntegerField(primary_key=True)
+    last_number = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.year}: {self.last_number}"
+
+
+class Order(RegulatedModel):
+    """An order from a buyer to a seller, shipped to one of the buyer's sites."""
+
+    number = models.CharField(max_length=20, unique=True, help_text="e.g. SO-2026-000123")
+    buyer = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="orders_placed")
+    seller = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="orders_received")
+    ship_to = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="orders")
+    status = models.CharField(max_length=10, choices=OrderStatus.choices, default=OrderStatus.DRAFT)
+    agreement = models.ForeignKey(
+        Agreement,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+        help_text="the agreement in force at submission, whose prices the lines carry",
+    )
+    customer_reference = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(buyer=F("seller")),
+                name="order_between_two_partners",
+                violation_error_code="same_partner",
+                violation_error_message="buyer and seller must be two partners",
+            ),
+            models.CheckConstraint(
+                condition=Q(number__regex=r"^SO-[0-9]{4}-[0-9]{6,}$"), name="order_number_format"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.number} ({self.buyer.name} → {self.seller.name})"
+
+    @property
+    def has_backorders(self) -> bool:
+        return any(line.quantity_backordered for line in self.lines.all())
+
+
+class OrderLine(RegulatedModel):
+    """One product of an order; its price comes from the agreement in force at submission."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="lines")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="order_lines")
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    unit_price = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    quantity_allocated = models.PositiveIntegerField(default=0)
+    quantity_backordered = models.PositiveIntegerField(default=0)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["order", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order", "product"],
+                name="order_line_product_once",
+                violation_error_code="duplicate_product",
+                violation_error_message="this order already has a line for this product",
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="order_line_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(unit_price__isnull=True) | Q(unit_price__gt=0),
+                name="order_line_price_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity_allocated__gte=0)
+                & Q(quantity_backordered__gte=0)
+                & Q(
+                    quantity__gte=F("quantity_allocated") + F("quantity_backordered"),
+                ),
+                name="order_line_allocated_within_quantity",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.product.name} ({self.order.number})"
+
+    @property
+    def allocation_reference(self) -> str:
+        """The reference of this line's stock allocations: the link from the ledger back here."""
+        return f"order-line:{self.pk}"
+
+    @property
+    def line_total(self) -> Decimal | None:
+        return None if self.unit_price is None else self.unit_price * self.quantity

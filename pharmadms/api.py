@@ -11,6 +11,7 @@ from batches.api import (
     StockMoveViewSet,
     StorageClassViewSet,
 )
+from orders.api import AgreementViewSet, OrderViewSet
 from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteViewSet, TokenView
 
 router = DefaultRouter()
@@ -23,6 +24,8 @@ router.register("products", ProductViewSet, basename="product")
 router.register("batches", BatchViewSet, basename="batch")
 router.register("stock-balances", StockBalanceViewSet, basename="stockbalance")
 router.register("stock-moves", StockMoveViewSet, basename="stockmove")
+router.register("agreements", AgreementViewSet, basename="agreement")
+router.register("orders", OrderViewSet, basename="order")
 router.register("audit/entries", AuditEntryViewSet, basename="auditentry")
 
 urlpatterns = [

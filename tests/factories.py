@@ -159,3 +159,28 @@ class BatchFactory(RegulatedFactory):
     manufactured_on = datetime.date(2026, 1, 15)
     expires_on = datetime.date(2027, 12, 31)
     status = BatchStatus.RELEASED
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+
+class AgreementFactory(RegulatedFactory):
+    class Meta:
+        model = "orders.Agreement"
+
+    supplier = factory.SubFactory(PartnerFactory, kind=PartnerKind.MANUFACTURER)
+    customer = factory.SubFactory(PartnerFactory)
+    territory = factory.LazyFunction(lambda: ["DE"])
+    min_remaining_shelf_life_days = 0
+    valid_from = datetime.date(2020, 1, 1)
+    valid_until = datetime.date(2099, 12, 31)
+
+
+class AgreementPriceFactory(RegulatedFactory):
+    class Meta:
+        model = "orders.AgreementPrice"
+
+    agreement = factory.SubFactory(AgreementFactory)
+    product = factory.SubFactory(ProductFactory)
+    unit_price = Decimal("12.5000")
+    currency = "EUR"

@@ -1,0 +1,333 @@
+"""API for agreements (with their prices and targets) and orders (with their lifecycle actions)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import django_filters
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from audit.history import check_editable
+from batches.models import Product
+from partners.models import Partner, Role, Site
+from pharmadms.exceptions import NotPermitted
+from pharmadms.viewsets import ReasonField, ServiceWriteViewSet, StrictFieldsMixin
+
+from . import services
+from .models import (
+    Agreement,
+    AgreementPrice,
+    Order,
+    OrderLine,
+    SalesTarget,
+)
+from .selectors import agreements_visible_to, orders_visible_to
+
+
+class CodedIntegerField(serializers.IntegerField):
+    """A whole number whose every refusal answers one code (the service's code for the same
+    mistake), so a client handles one code whichever layer refused."""
+
+    def __init__(self, *, error_code: str, **kwargs: Any):
+        self.error_code = error_code
+        super().__init__(**kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        if data is serializers.empty:
+            return super().run_validation(data)  # missing: "required", like any other field
+        try:
+            return super().run_validation(data)
+        except serializers.ValidationError as error:
+            messages = error.detail if isinstance(error.detail, list) else [error.detail]
+            raise serializers.ValidationError(
+                [str(message) for message in messages], code=self.error_code
+            ) from error
+
+
+# --- agreements ----------------------------------------------------------------------------
+
+
+class AgreementPriceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AgreementPrice
+        fields = ["id", "product", "unit_price", "currency"]
+
+
+class SalesTargetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SalesTarget
+        fields = [
+            "id",
+            "period_start",
+            "period_end",
+            "product",
+            "target_quantity",
+            "target_value",
+        ]
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
+class TerritoryField(serializers.ListField):
+    """Region codes: a code covers the region equal to it and its subdivisions."""
+
+
+class AgreementSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    reason = ReasonField()
+    supplier = serializers.PrimaryKeyRelatedField(read_only=True)
+    customer = serializers.PrimaryKeyRelatedField(queryset=Partner.objects.all())
+    territory = TerritoryField(
+        child=serializers.CharField(max_length=20), allow_empty=False, max_length=200
+    )
+    min_remaining_shelf_life_days = serializers.IntegerField(
+        min_value=0, max_value=3650, required=False
+    )
+    prices = AgreementPriceSerializer(many=True, read_only=True)
+    targets = SalesTargetSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Agreement
+        fields = [
+            "id",
+            "supplier",
+            "customer",
+            "territory",
+            "min_remaining_shelf_life_days",
+            "valid_from",
+            "valid_until",
+            "status",
+            "prices",
+            "targets",
+            "reason",
+        ]
+        # One serializer for create and PATCH (a second one would split the status enum in the
+        # schema): a new agreement starts active and its parties never change, both refused
+        # in the viewset with field_not_editable.
+
+
+class AgreementPriceWriteSerializer(StrictFieldsMixin, serializers.Serializer):
+    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all())
+    unit_price = serializers.DecimalField(max_digits=12, decimal_places=4)
+    currency = serializers.CharField(max_length=8, help_text="ISO 4217, e.g. EUR")
+
+    def validate_currency(self, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise serializers.ValidationError(
+                "an ISO 4217 currency code: three capital letters", code="invalid_currency"
+            )
+        return value
+
+    reason = ReasonField()
+
+
+class SalesTargetWriteSerializer(StrictFieldsMixin, serializers.Serializer):
+    period_start = serializers.DateField()
+    period_end = serializers.DateField()
+    product = serializers.PrimaryKeyRelatedField(
+        queryset=Product.objects.all(), required=False, allow_null=True, default=None
+    )
+    target_quantity = serializers.IntegerField(
+        min_value=1, max_value=2_000_000_000, required=False, allow_null=True, default=None
+    )
+    target_value = serializers.DecimalField(
+        max_digits=14, decimal_places=2, required=False, allow_null=True, default=None
+    )
+    reason = ReasonField()
+
+
+class AgreementFilter(django_filters.FilterSet):
+    class Meta:
+        model = Agreement
+        fields = ["supplier", "customer", "status"]
+
+
+class AgreementViewSet(ServiceWriteViewSet):
+    """Agreements of the user's partner, as supplier or customer (regulators read all)."""
+
+    filterset_class = AgreementFilter
+    write_roles = {Role.ADMIN, Role.ORDER_DESK}
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return Agreement.objects.none()
+        return agreements_visible_to(self.request.user)
+
+    def get_serializer_class(self):
+        if self.action == "prices":
+            return AgreementPriceWriteSerializer
+        if self.action == "targets":
+            return SalesTargetWriteSerializer
+        return AgreementSerializer
+
+    def perform_service_create(self, data, reason):
+        user = self.request.user
+        if user.partner is None:
+            raise NotPermitted("an agreement is made by a member of its supplier")
+        check_editable(data, set(data) - {"status"})  # a new agreement starts active
+        return services.agreement_create(supplier=user.partner, actor=user, reason=reason, **data)
+
+    def perform_service_update(self, instance, data, reason):
+        check_editable(data, set(data) - {"customer"})  # the parties never change
+        return services.agreement_update(
+            agreement=instance, actor=self.request.user, reason=reason, **data
+        )
+
+    def _written(self, request, service) -> Response:
+        agreement = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        service(agreement=agreement, actor=request.user, **serializer.validated_data)
+        agreement = self.get_queryset().get(pk=agreement.pk)
+        return Response(AgreementSerializer(agreement).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=AgreementPriceWriteSerializer, responses={201: AgreementSerializer})
+    @action(detail=True, methods=["post"])
+    def prices(self, request, pk=None):
+        """Set (or change) the unit price of one product (the supplier's admin or order desk)."""
+        return self._written(request, services.agreement_set_price)
+
+    @extend_schema(request=SalesTargetWriteSerializer, responses={201: AgreementSerializer})
+    @action(detail=True, methods=["post"])
+    def targets(self, request, pk=None):
+        """Set the sales target of a period, for one product or the whole agreement."""
+        return self._written(request, services.sales_target_set)
+
+
+# --- orders --------------------------------------------------------------------------------
+
+
+class BuyerSiteField(serializers.PrimaryKeyRelatedField):
+    """A site of the user's own partner: an order ships to one of the buyer's sites."""
+
+    def get_queryset(self):
+        user = self.context["request"].user
+        queryset = Site.objects.all()
+        return queryset if user.is_superuser else queryset.filter(partner_id=user.partner_id)
+
+
+class OrderLineSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all())
+    quantity = CodedIntegerField(
+        error_code="invalid_quantity", min_value=1, max_value=services.MAX_LINE_QUANTITY
+    )
+
+    class Meta:
+        model = OrderLine
+        fields = [
+            "id",
+            "product",
+            "quantity",
+            "unit_price",
+            "currency",
+            "quantity_allocated",
+            "quantity_backordered",
+        ]
+        read_only_fields = [
+            "unit_price",
+            "currency",
+            "quantity_allocated",
+            "quantity_backordered",
+        ]
+        validators = []  # a product twice is refused by the service (duplicate_product)
+
+
+class OrderSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    reason = ReasonField()
+    buyer = serializers.PrimaryKeyRelatedField(read_only=True)
+    seller = serializers.PrimaryKeyRelatedField(queryset=Partner.objects.all())
+    ship_to = BuyerSiteField()
+    lines = OrderLineSerializer(many=True, allow_empty=True, max_length=services.MAX_LINES)
+    has_backorders = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "number",
+            "buyer",
+            "seller",
+            "ship_to",
+            "status",
+            "agreement",
+            "customer_reference",
+            "created_at",
+            "submitted_at",
+            "has_backorders",
+            "lines",
+            "reason",
+        ]
+        read_only_fields = ["number", "status", "agreement", "created_at", "submitted_at"]
+
+
+class OrderActionSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A lifecycle step: only the reason is taken."""
+
+    reason = ReasonField()
+
+
+class OrderFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Order
+        fields = ["status", "buyer", "seller", "number"]
+
+
+class OrderViewSet(ServiceWriteViewSet):
+    """Orders of the user's partner as buyer, or as seller once submitted (regulators: all)."""
+
+    serializer_class = OrderSerializer
+    filterset_class = OrderFilter
+    http_method_names = ["get", "post", "head", "options"]  # lines change only by lifecycle
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return Order.objects.none()
+        return orders_visible_to(self.request.user)
+
+    def get_serializer_class(self):
+        if self.action in {"submit", "confirm", "allocate", "cancel"}:
+            return OrderActionSerializer
+        return OrderSerializer
+
+    def perform_service_create(self, data, reason):
+        user = self.request.user
+        if user.partner is None:
+            raise NotPermitted("an order is placed by a member of its buyer")
+        return services.order_create(buyer=user.partner, actor=user, reason=reason, **data)
+
+    def _step(self, request, service) -> Response:
+        order = self.get_object()
+        serializer = OrderActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        service(order=order, actor=request.user, reason=serializer.validated_data["reason"])
+        order = self.get_queryset().get(pk=order.pk)
+        return Response(OrderSerializer(order, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=OrderActionSerializer, responses=OrderSerializer)
+    @action(detail=True, methods=["post"])
+    def submit(self, request, pk=None):
+        """The buyer sends a draft; licence, agreement, territory and prices are checked."""
+        return self._step(request, services.order_submit)
+
+    @extend_schema(request=OrderActionSerializer, responses=OrderSerializer)
+    @action(detail=True, methods=["post"])
+    def confirm(self, request, pk=None):
+        """The seller's order desk or admin accepts a submitted order."""
+        return self._step(request, services.order_confirm)
+
+    @extend_schema(request=OrderActionSerializer, responses=OrderSerializer)
+    @action(detail=True, methods=["post"])
+    def allocate(self, request, pk=None):
+        """The seller reserves stock FEFO; what is not there stays as a backorder."""
+        return self._step(request, services.order_allocate)
+
+    @extend_schema(request=OrderActionSerializer, responses=OrderSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """The buyer before confirmation, the seller before shipping; allocations are released."""
+        return self._step(request, services.order_cancel)

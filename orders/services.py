@@ -1,0 +1,572 @@
+"""Every state change of agreements and orders: one function per business action.
+
+Lock order (see docs/architecture.md, "The audit chain"): the chain head row is locked by the
+first sealed write of a transaction and held until commit. A transaction must therefore lock
+every row another writer may hold while it waits for the chain head (stock balances, stock
+allocations, the order-number counter) *before* its first regulated write, or two transactions
+can wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
+from batches import services as stock
+from batches.models import AllocationStatus, Product, StockAllocation, StockBalance
+from partners.models import Location, LocationKind, Partner, PartnerKind, Role, Site, User
+from pharmadms.exceptions import InvalidInput, NotFound, NotPermitted, RuleViolation
+from pharmadms.permissions import require_role
+
+from .models import (
+    AGREEMENT_TRANSITIONS,
+    ORDER_TRANSITIONS,
+    Agreement,
+    AgreementPrice,
+    AgreementStatus,
+    Order,
+    OrderLine,
+    OrderNumberCounter,
+    OrderStatus,
+    SalesTarget,
+)
+from .selectors import agreements_overlapping, check_order_rules
+
+AGREEMENT_ROLES = (Role.ADMIN, Role.ORDER_DESK)
+BUYER_ROLES = (Role.PARTNER_USER, Role.ORDER_DESK, Role.ADMIN)
+SELLER_ROLES = (Role.ORDER_DESK, Role.ADMIN)
+ALLOCATION_ROLES = (Role.ORDER_DESK, Role.WAREHOUSE_OPERATOR, Role.ADMIN)
+AGREEMENT_FIELDS = {
+    "territory",
+    "min_remaining_shelf_life_days",
+    "valid_from",
+    "valid_until",
+    "status",
+}
+TRADING_KINDS = {
+    PartnerKind.MANUFACTURER,
+    PartnerKind.WHOLESALER,
+    PartnerKind.PHARMACY,
+    PartnerKind.HOSPITAL,
+}
+MAX_LINES = 500
+MAX_LINE_QUANTITY = 1_000_000
+
+
+def _require_member(actor: User, partner: Partner, what: str) -> None:
+    if not actor.is_superuser and actor.partner_id != partner.pk:
+        raise NotPermitted(f"only {what} may do this", code="not_a_party")
+
+
+def _lock(model, pk: int):
+    return model.objects.select_for_update().get(pk=pk)
+
+
+# --- agreements ----------------------------------------------------------------------------
+
+
+def _check_no_overlap(agreement: Agreement) -> None:
+    if agreement.status == AgreementStatus.ENDED:
+        return
+    clash = agreements_overlapping(
+        supplier=agreement.supplier,
+        customer=agreement.customer,
+        valid_from=agreement.valid_from,
+        valid_until=agreement.valid_until,
+        exclude_pk=agreement.pk,
+    ).first()
+    if clash is not None:
+        raise RuleViolation(
+            f"an agreement of {agreement.supplier.name} with {agreement.customer.name} already "
+            f"covers {clash.valid_from}–{clash.valid_until}",
+            code="overlapping_agreement",
+        )
+
+
+@transaction.atomic
+def agreement_create(
+    *,
+    supplier: Partner,
+    customer: Partner,
+    territory: list[str],
+    valid_from: datetime.date,
+    valid_until: datetime.date,
+    actor: User,
+    reason: str,
+    min_remaining_shelf_life_days: int = 0,
+) -> Agreement:
+    """Agree to supply ``customer`` in ``territory`` for a period (the supplier's admin or desk)."""
+    require_role(actor, *AGREEMENT_ROLES)
+    _require_member(actor, supplier, "the supplier")
+    for party in (supplier, customer):
+        if party.kind not in TRADING_KINDS:
+            raise RuleViolation(
+                f"a {party.get_kind_display()} is no party to a supply agreement",
+                code="not_a_trading_partner",
+            )
+    # Serialise agreements of one supplier, so two overlapping ones cannot both pass the check.
+    _lock(Partner, supplier.pk)
+    agreement = Agreement(
+        supplier=supplier,
+        customer=customer,
+        territory=territory,
+        min_remaining_shelf_life_days=min_remaining_shelf_life_days,
+        valid_from=valid_from,
+        valid_until=valid_until,
+    )
+    if valid_from and valid_until and valid_until >= valid_from:
+        _check_no_overlap(agreement)
+    return save_with_reason(agreement, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def agreement_update(
+    *, agreement: Agreement, actor: User, reason: str, **changes: Any
+) -> Agreement:
+    """Correct an agreement's terms or change its status (active ↔ suspended → ended)."""
+    require_role(actor, *AGREEMENT_ROLES)
+    _require_member(actor, agreement.supplier, "the supplier")
+    check_editable(changes, AGREEMENT_FIELDS)
+    _lock(Partner, agreement.supplier_id)
+    agreement = _lock(Agreement, agreement.pk)
+    if agreement.status == AgreementStatus.ENDED:
+        raise RuleViolation("an ended agreement is final", code="agreement_ended")
+    new_status = changes.get("status", agreement.status)
+    if new_status != agreement.status and new_status not in AGREEMENT_TRANSITIONS.get(
+        agreement.status, frozenset()
+    ):
+        raise RuleViolation(
+            f"an agreement cannot go from {agreement.status} to {new_status}",
+            code="invalid_transition",
+        )
+    for name, value in changes.items():
+        setattr(agreement, name, value)
+    if (
+        agreement.valid_from
+        and agreement.valid_until
+        and agreement.valid_until >= agreement.valid_from
+    ):
+        _check_no_overlap(agreement)
+    return save_with_reason(agreement, actor=actor, reason=reason, update_fields=list(changes))
+
+
+def _price(value: Any) -> Decimal:
+    try:
+        price = Decimal(str(value))
+    except (InvalidOperation, ValueError) as error:
+        raise InvalidInput("a unit price is a decimal number", code="invalid_price") from error
+    if not price.is_finite() or price <= 0:
+        raise InvalidInput("a unit price must be above zero", code="invalid_price")
+    if price != price.quantize(Decimal("0.0001")) or price >= Decimal("1e8"):
+        raise InvalidInput(
+            "a unit price has at most 8 digits before and 4 after the point", code="invalid_price"
+        )
+    return price
+
+
+@transaction.atomic
+def agreement_set_price(
+    *,
+    agreement: Agreement,
+    product: Product,
+    unit_price: Decimal,
+    currency: str,
+    actor: User,
+    reason: str,
+) -> AgreementPrice:
+    """Set (or change) the unit price of ``product`` under ``agreement``."""
+    require_role(actor, *AGREEMENT_ROLES)
+    _require_member(actor, agreement.supplier, "the supplier")
+    agreement = _lock(Agreement, agreement.pk)
+    if agreement.status == AgreementStatus.ENDED:
+        raise RuleViolation("an ended agreement is final", code="agreement_ended")
+    unit_price = _price(unit_price)
+    others = AgreementPrice.objects.filter(agreement=agreement).exclude(product=product)
+    other_currency = others.exclude(currency=currency).values_list("currency", flat=True).first()
+    if other_currency:
+        raise RuleViolation(
+            f"this agreement prices in {other_currency}; one agreement, one currency",
+            code="currency_mismatch",
+        )
+    existing = AgreementPrice.objects.filter(agreement=agreement, product=product).first()
+    if existing is None:
+        return create_with_reason(
+            AgreementPrice,
+            actor=actor,
+            reason=reason,
+            agreement=agreement,
+            product=product,
+            unit_price=unit_price,
+            currency=currency,
+        )
+    return update_with_reason(
+        existing,
+        actor=actor,
+        reason=reason,
+        changes={"unit_price": unit_price, "currency": currency},
+        editable={"unit_price", "currency"},
+    )
+
+
+@transaction.atomic
+def sales_target_set(
+    *,
+    agreement: Agreement,
+    period_start: datetime.date,
+    period_end: datetime.date,
+    actor: User,
+    reason: str,
+    product: Product | None = None,
+    target_quantity: int | None = None,
+    target_value: Decimal | None = None,
+) -> SalesTarget:
+    """Set the target of a period (for one product, or the whole agreement when none)."""
+    require_role(actor, *AGREEMENT_ROLES)
+    _require_member(actor, agreement.supplier, "the supplier")
+    agreement = _lock(Agreement, agreement.pk)
+    if target_quantity is None and target_value is None:
+        raise InvalidInput("a target needs a quantity, a value or both", code="target_required")
+    existing = SalesTarget.objects.filter(
+        agreement=agreement, period_start=period_start, period_end=period_end, product=product
+    ).first()
+    if existing is None:
+        return create_with_reason(
+            SalesTarget,
+            actor=actor,
+            reason=reason,
+            agreement=agreement,
+            period_start=period_start,
+            period_end=period_end,
+            product=product,
+            target_quantity=target_quantity,
+            target_value=target_value,
+        )
+    return update_with_reason(
+        existing,
+        actor=actor,
+        reason=reason,
+        changes={"target_quantity": target_quantity, "target_value": target_value},
+        editable={"target_quantity", "target_value"},
+    )
+
+
+# --- orders --------------------------------------------------------------------------------
+
+
+def _next_order_number(today: datetime.date) -> str:
+    """Take the next number of the year under the counter's row lock (before any sealed write)."""
+    counter, _ = OrderNumberCounter.objects.get_or_create(year=today.year)
+    counter = OrderNumberCounter.objects.select_for_update().get(pk=counter.pk)
+    counter.last_number += 1
+    counter.save(update_fields=["last_number"])
+    return f"SO-{today.year}-{counter.last_number:06d}"
+
+
+def _line_quantity(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(
+            "a line's quantity must be a whole number above zero", code="invalid_quantity"
+        )
+    if value > MAX_LINE_QUANTITY:
+        raise InvalidInput(
+            f"a line's quantity must not exceed {MAX_LINE_QUANTITY:,} units",
+            code="invalid_quantity",
+        )
+    return value
+
+
+def _transition(order: Order, target: str) -> None:
+    if target not in ORDER_TRANSITIONS.get(order.status, frozenset()):
+        raise RuleViolation(
+            f"order {order.number} is {order.status}: it cannot become {target}",
+            code="invalid_transition",
+        )
+
+
+@transaction.atomic
+def order_create(
+    *,
+    buyer: Partner,
+    seller: Partner,
+    ship_to: Site,
+    lines: Iterable[Mapping[str, Any]],
+    actor: User,
+    reason: str,
+    customer_reference: str = "",
+) -> Order:
+    """Create a draft order of ``buyer`` to ``seller``; ``lines`` are ``{product, quantity}``."""
+    require_role(actor, *BUYER_ROLES)
+    _require_member(actor, buyer, "a member of the buyer")
+    lines = list(lines)
+    if not lines:
+        raise InvalidInput("an order needs at least one line", code="empty_order")
+    if len(lines) > MAX_LINES:
+        raise InvalidInput(f"an order has at most {MAX_LINES} lines", code="too_many_lines")
+    if buyer.pk == seller.pk:
+        raise InvalidInput("buyer and seller must be two partners", code="same_partner")
+    if seller.kind not in TRADING_KINDS or not seller.is_active:
+        raise RuleViolation(f"{seller.name} does not sell", code="not_a_trading_partner")
+    if ship_to.partner_id != buyer.pk or not ship_to.is_active:
+        raise InvalidInput("ship to an active site of the buyer", code="invalid_ship_to")
+    seen: set[int] = set()
+    for line in lines:
+        product = line.get("product")
+        if not isinstance(product, Product):
+            raise InvalidInput("each line names a product", code="invalid_product")
+        _line_quantity(line.get("quantity"))
+        if product.pk in seen:
+            raise InvalidInput(
+                f"{product.name} appears on two lines; order it once", code="duplicate_product"
+            )
+        if not product.is_active:
+            raise RuleViolation(f"{product.name} is no longer sold", code="product_inactive")
+        seen.add(product.pk)
+
+    number = _next_order_number(timezone.localdate())  # a lock, taken before the first seal
+    order = create_with_reason(
+        Order,
+        actor=actor,
+        reason=reason,
+        number=number,
+        buyer=buyer,
+        seller=seller,
+        ship_to=ship_to,
+        customer_reference=customer_reference,
+        created_by=actor,
+    )
+    for line in lines:
+        create_with_reason(
+            OrderLine,
+            actor=actor,
+            reason=reason,
+            order=order,
+            product=line["product"],
+            quantity=line["quantity"],
+        )
+    return order
+
+
+@transaction.atomic
+def order_submit(
+    *, order: Order, actor: User, reason: str, on: datetime.date | None = None
+) -> Order:
+    """Send a draft to the seller, once every rule holds; the lines take the agreement's prices."""
+    require_role(actor, *BUYER_ROLES)
+    _require_member(actor, order.buyer, "a member of the buyer")
+    order = _lock(Order, order.pk)
+    _transition(order, OrderStatus.SUBMITTED)
+    decision = check_order_rules(order, on=on or timezone.localdate())
+    if not decision.allowed:
+        raise RuleViolation(
+            decision.detail, code=decision.code, extra={"product": decision.product_id}
+        )
+    for line in order.lines.order_by("id"):
+        price = decision.prices[line.product_id]
+        update_with_reason(
+            line,
+            actor=actor,
+            reason=reason,
+            changes={"unit_price": price.unit_price, "currency": price.currency},
+            editable={"unit_price", "currency"},
+        )
+    return update_with_reason(
+        order,
+        actor=actor,
+        reason=reason,
+        changes={
+            "status": OrderStatus.SUBMITTED,
+            "agreement": decision.agreement,
+            "submitted_at": timezone.now(),
+        },
+        editable={"status", "agreement", "submitted_at"},
+    )
+
+
+@transaction.atomic
+def order_confirm(*, order: Order, actor: User, reason: str) -> Order:
+    """The seller accepts a submitted order."""
+    require_role(actor, *SELLER_ROLES)
+    _require_member(actor, order.seller, "a member of the seller")
+    order = _lock(Order, order.pk)
+    _transition(order, OrderStatus.CONFIRMED)
+    return update_with_reason(
+        order,
+        actor=actor,
+        reason=reason,
+        changes={"status": OrderStatus.CONFIRMED},
+        editable={"status"},
+    )
+
+
+def _seller_storage(order: Order) -> list[Location]:
+    return list(
+        Location.objects.filter(
+            site__partner_id=order.seller_id,
+            site__is_active=True,
+            kind=LocationKind.STORAGE,
+            is_active=True,
+        ).order_by("pk")
+    )
+
+
+def _lock_balances(*, product_ids: Iterable[int], location_ids: Iterable[int]) -> None:
+    """Lock every balance row of these products at these locations, in primary-key order
+    (the ledger's order), so no later step of this transaction waits for a balance."""
+    list(
+        StockBalance.objects.select_for_update(of=("self",))
+        .filter(batch__product_id__in=list(product_ids), location_id__in=list(location_ids))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+@transaction.atomic
+def order_allocate(
+    *, order: Order, actor: User, reason: str, on: datetime.date | None = None
+) -> Order:
+    """Reserve stock for a confirmed order, FEFO, from the seller's storage locations.
+
+    Each line takes what is there, honouring the agreement's minimum remaining shelf life; what
+    cannot be allocated stays on the line as a backorder. The order is then ``allocated``;
+    allocating an allocated order again tries to fill its backorders.
+    """
+    require_role(actor, *ALLOCATION_ROLES)
+    _require_member(actor, order.seller, "a member of the seller")
+    order = _lock(Order, order.pk)
+    _transition(order, OrderStatus.ALLOCATED)
+    if order.status == OrderStatus.ALLOCATED and not order.has_backorders:
+        raise RuleViolation(f"order {order.number} is fully allocated", code="nothing_to_allocate")
+    lines = [
+        line
+        for line in order.lines.select_related("product").order_by("id")
+        if line.quantity_allocated < line.quantity
+    ]
+    locations = _seller_storage(order)
+    min_days = order.agreement.min_remaining_shelf_life_days if order.agreement else 0
+    today = on or timezone.localdate()
+
+    # Lock order: every balance this allocation may touch is locked here, before the first
+    # sealed write (stock_allocate's first StockAllocation). The chain head is then taken last
+    # and held to commit, so no other transaction can hold a balance we wait for while it
+    # waits for the chain head.
+    _lock_balances(
+        product_ids={line.product_id for line in lines},
+        location_ids=[location.pk for location in locations],
+    )
+    taken: dict[int, int] = {}
+    for line in lines:
+        allocations = stock.stock_allocate(
+            product=line.product,
+            quantity=line.quantity - line.quantity_allocated,
+            locations=locations,
+            reference=line.allocation_reference,
+            actor=actor,
+            reason=reason,
+            min_remaining_shelf_life_days=min_days,
+            on=today,
+            allow_partial=True,
+        )
+        taken[line.pk] = sum(allocation.quantity for allocation in allocations)
+
+    # Only now the order's own rows change (each a sealed write).
+    for line in lines:
+        allocated = line.quantity_allocated + taken[line.pk]
+        backordered = line.quantity - allocated
+        if (allocated, backordered) != (line.quantity_allocated, line.quantity_backordered):
+            update_with_reason(
+                line,
+                actor=actor,
+                reason=reason,
+                changes={"quantity_allocated": allocated, "quantity_backordered": backordered},
+                editable={"quantity_allocated", "quantity_backordered"},
+            )
+    if order.status != OrderStatus.ALLOCATED:
+        update_with_reason(
+            order,
+            actor=actor,
+            reason=reason,
+            changes={"status": OrderStatus.ALLOCATED},
+            editable={"status"},
+        )
+    return order
+
+
+# The buyer may withdraw an order until the seller confirms it; the seller may cancel any
+# order it can see until it ships.
+BUYER_CANCELS = frozenset({OrderStatus.DRAFT, OrderStatus.SUBMITTED})
+SELLER_CANCELS = frozenset(
+    {OrderStatus.SUBMITTED, OrderStatus.CONFIRMED, OrderStatus.ALLOCATED, OrderStatus.PICKING}
+)
+
+
+@transaction.atomic
+def order_cancel(*, order: Order, actor: User, reason: str) -> Order:
+    """Cancel an order and give every unit allocated to it back to available stock."""
+    order = _lock(Order, order.pk)
+    is_buyer = actor.is_superuser or actor.partner_id == order.buyer_id
+    is_seller = actor.is_superuser or actor.partner_id == order.seller_id
+    if not (is_buyer or is_seller):
+        raise NotFound("no such order")
+    require_role(actor, *(BUYER_ROLES if is_buyer else SELLER_ROLES))
+    _transition(order, OrderStatus.CANCELLED)
+    allowed = (BUYER_CANCELS if is_buyer else frozenset()) | (
+        SELLER_CANCELS if is_seller else frozenset()
+    )
+    if order.status not in allowed:
+        who = "the seller" if is_seller else "the buyer"
+        raise RuleViolation(
+            f"order {order.number} is {order.status}: {who} can no longer cancel it",
+            code="cancel_not_allowed",
+        )
+    lines = list(order.lines.order_by("id"))
+    allocations = list(
+        StockAllocation.objects.filter(
+            reference__in=[line.allocation_reference for line in lines],
+            status=AllocationStatus.ACTIVE,
+        )
+        .select_related("batch", "location")
+        .order_by("pk")
+    )
+    # Lock order: balances first (pk order, as the ledger does), then the allocations, all
+    # before the first sealed write below.
+    if allocations:
+        places = Q()
+        for allocation in allocations:
+            places |= Q(batch_id=allocation.batch_id, location_id=allocation.location_id)
+        list(
+            StockBalance.objects.select_for_update()
+            .filter(places)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        list(
+            StockAllocation.objects.select_for_update()
+            .filter(pk__in=[allocation.pk for allocation in allocations])
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    for allocation in allocations:
+        stock.stock_deallocate(allocation=allocation, actor=actor, reason=reason)
+    for line in lines:
+        if line.quantity_allocated or line.quantity_backordered:
+            update_with_reason(
+                line,
+                actor=actor,
+                reason=reason,
+                changes={"quantity_allocated": 0, "quantity_backordered": 0},
+                editable={"quantity_allocated", "quantity_backordered"},
+            )
+    return update_with_reason(
+        order,
+        actor=actor,
+        reason=reason,
+        changes={"status": OrderStatus.CANCELLED},
+        editable={"status"},
+    )
