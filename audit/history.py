@@ -232,7 +232,8 @@ def regulated_models() -> list[type[models.Model]]:
 
 def history_diff(version: Any, previous: Any | None) -> list[dict[str, Any]]:
     """Fields that changed between two history rows of one object (all fields for the first)."""
-    fields = [f.attname for f in version.instance_type._meta.fields]
+    # The history model's own columns: fields kept out of history (secrets) are not listed.
+    fields = [f.attname for f in version._meta.fields if not f.name.startswith("history_")]
     changes = []
     for name in fields:
         new = getattr(version, name, None)

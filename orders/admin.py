@@ -5,22 +5,18 @@ agreements, the order lifecycle, stock allocation) a plain admin form would bypa
 """
 
 from django.contrib import admin
-from simple_history.admin import SimpleHistoryAdmin
 
-from .models import Agreement, AgreementPrice, Order, OrderLine, SalesTarget
+from audit.admin import ServiceOnlyAdmin
 
-
-class ServiceOnlyAdmin(SimpleHistoryAdmin):
-    """Look and read the history; every change goes through a service."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from .models import (
+    Agreement,
+    AgreementPrice,
+    Order,
+    OrderLine,
+    SalesTarget,
+    Shipment,
+    ShipmentLine,
+)
 
 
 @admin.register(Agreement)
@@ -50,3 +46,15 @@ class OrderAdmin(ServiceOnlyAdmin):
 @admin.register(OrderLine)
 class OrderLineAdmin(ServiceOnlyAdmin):
     list_display = ["order", "product", "quantity", "quantity_allocated", "quantity_backordered"]
+
+
+@admin.register(Shipment)
+class ShipmentAdmin(ServiceOnlyAdmin):
+    list_display = ["number", "order", "from_site", "to_site", "status", "dispatched_at"]
+    list_filter = ["status"]
+    search_fields = ["number", "order__number", "tracking_number"]
+
+
+@admin.register(ShipmentLine)
+class ShipmentLineAdmin(ServiceOnlyAdmin):
+    list_display = ["shipment", "batch", "quantity", "received_quantity", "discrepancy"]

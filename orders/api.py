@@ -6,26 +6,38 @@ import re
 from typing import Any
 
 import django_filters
-from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import serializers, status
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import renderers, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from audit.history import check_editable
 from batches.models import Product
 from partners.models import Partner, Role, Site
-from pharmadms.exceptions import NotPermitted
+from pharmadms.exceptions import NotPermitted, RuleViolation
 from pharmadms.viewsets import ReasonField, ServiceWriteViewSet, StrictFieldsMixin
 
 from . import services
+from .documents import transaction_information_pdf
+from .epcis import shipment_epcis_document
 from .models import (
     Agreement,
     AgreementPrice,
     Order,
     OrderLine,
     SalesTarget,
+    Shipment,
+    ShipmentLine,
+    ShipmentStatus,
 )
-from .selectors import agreements_visible_to, orders_visible_to
+from .selectors import (
+    agreements_visible_to,
+    orders_visible_to,
+    shipment_transaction_information,
+    shipments_visible_to,
+)
 
 
 class CodedIntegerField(serializers.IntegerField):
@@ -331,3 +343,228 @@ class OrderViewSet(ServiceWriteViewSet):
     def cancel(self, request, pk=None):
         """The buyer before confirmation, the seller before shipping; allocations are released."""
         return self._step(request, services.order_cancel)
+
+
+# --- shipments -----------------------------------------------------------------------------
+
+
+class VisibleOrderField(serializers.PrimaryKeyRelatedField):
+    """An order the user can see (another partner's order does not exist for them)."""
+
+    def get_queryset(self):
+        return orders_visible_to(self.context["request"].user)
+
+
+class ShipmentLineSerializer(serializers.ModelSerializer):
+    gtin = serializers.CharField(source="batch.product.gtin", read_only=True)
+    lot = serializers.CharField(source="batch.lot_number", read_only=True)
+    expires_on = serializers.DateField(source="batch.expires_on", read_only=True)
+
+    class Meta:
+        model = ShipmentLine
+        fields = [
+            "id",
+            "order_line",
+            "batch",
+            "gtin",
+            "lot",
+            "expires_on",
+            "quantity",
+            "from_location",
+            "allocation",
+            "received_quantity",
+            "damaged_quantity",
+            "discrepancy",
+        ]
+        read_only_fields = fields
+
+
+class ShipmentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    reason = ReasonField()
+    order = VisibleOrderField()
+    lines = ShipmentLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Shipment
+        fields = [
+            "id",
+            "number",
+            "order",
+            "from_site",
+            "to_site",
+            "in_transit_location",
+            "carrier",
+            "tracking_number",
+            "status",
+            "created_at",
+            "dispatched_at",
+            "received_at",
+            "lines",
+            "reason",
+        ]
+        read_only_fields = [
+            "number",
+            "from_site",
+            "to_site",
+            "in_transit_location",
+            "status",
+            "created_at",
+            "dispatched_at",
+            "received_at",
+        ]
+
+
+class ShipmentActionSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A lifecycle step: only the reason is taken."""
+
+    reason = ReasonField()
+
+
+class ReceiptLineSerializer(StrictFieldsMixin, serializers.Serializer):
+    line = serializers.IntegerField(help_text="the id of a line of this shipment")
+    received_quantity = CodedIntegerField(
+        error_code="invalid_quantity",
+        min_value=0,
+        max_value=services.MAX_LINE_QUANTITY,
+        help_text="sound units checked in",
+    )
+    damaged_quantity = CodedIntegerField(
+        error_code="invalid_quantity",
+        min_value=0,
+        max_value=services.MAX_LINE_QUANTITY,
+        required=False,
+        default=0,
+        help_text="units that arrived damaged (they go to quarantine)",
+    )
+
+
+class ReceiptSerializer(StrictFieldsMixin, serializers.Serializer):
+    lines = ReceiptLineSerializer(many=True, allow_empty=False, max_length=services.MAX_LINES)
+    reason = ReasonField()
+
+
+class PDFRenderer(renderers.BaseRenderer):
+    """Chooses PDF (``?format=pdf`` or ``Accept: application/pdf``); the view renders the
+    document itself. A refusal is still answered as JSON."""
+
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, bytes):
+            return data
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
+        return renderers.JSONRenderer().render(data)
+
+
+class ShipmentFilter(django_filters.FilterSet):
+    class Meta:
+        model = Shipment
+        fields = ["status", "order", "number"]
+
+
+class ShipmentViewSet(ServiceWriteViewSet):
+    """Shipments of orders where the user's partner is buyer or seller (regulators: all)."""
+
+    serializer_class = ShipmentSerializer
+    filterset_class = ShipmentFilter
+    http_method_names = ["get", "post", "head", "options"]  # changes only by lifecycle
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return Shipment.objects.none()
+        return shipments_visible_to(self.request.user).prefetch_related("lines__batch__product")
+
+    def get_serializer_class(self):
+        if self.action == "dispatch_shipment":
+            return ShipmentActionSerializer
+        if self.action == "receive":
+            return ReceiptSerializer
+        return ShipmentSerializer
+
+    def perform_service_create(self, data, reason):
+        return services.shipment_create_from_order(actor=self.request.user, reason=reason, **data)
+
+    def _render(self, shipment: Shipment) -> Response:
+        shipment = self.get_queryset().get(pk=shipment.pk)
+        return Response(ShipmentSerializer(shipment, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=ShipmentActionSerializer, responses=ShipmentSerializer)
+    @action(detail=True, methods=["post"], url_path="dispatch", url_name="dispatch")
+    def dispatch_shipment(self, request, pk=None):
+        """The seller's warehouse sends the goods: storage → in transit; the order is shipped."""
+        shipment = self.get_object()
+        serializer = ShipmentActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.shipment_dispatch(
+            shipment=shipment, actor=request.user, reason=serializer.validated_data["reason"]
+        )
+        return self._render(shipment)
+
+    @extend_schema(request=ReceiptSerializer, responses=ShipmentSerializer)
+    @action(detail=True, methods=["post"])
+    def receive(self, request, pk=None):
+        """The buyer checks the goods in: sound units to storage, damaged to quarantine,
+        missing units written off the in-transit location; the order is delivered."""
+        shipment = self.get_object()
+        serializer = ReceiptSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.shipment_receive(
+            shipment=shipment,
+            lines=serializer.validated_data["lines"],
+            actor=request.user,
+            reason=serializer.validated_data["reason"],
+        )
+        return self._render(shipment)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "format", OpenApiTypes.STR, enum=["json", "pdf"], description="json or pdf"
+            )
+        ],
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/pdf"): OpenApiTypes.BINARY,
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="transaction-information",
+        url_name="transaction-information",
+        renderer_classes=[renderers.JSONRenderer, PDFRenderer],
+    )
+    def transaction_information(self, request, pk=None):
+        """DSCSA transaction information, history and statement of a dispatched shipment."""
+        shipment = self.get_object()
+        if shipment.dispatched_at is None:
+            raise RuleViolation(
+                f"shipment {shipment.number} has not been dispatched: no transaction yet",
+                code="not_dispatched",
+            )
+        information = shipment_transaction_information(shipment)
+        if request.accepted_renderer.format == "pdf":
+            response = HttpResponse(
+                transaction_information_pdf(information), content_type="application/pdf"
+            )
+            response["Content-Disposition"] = (
+                f'inline; filename="transaction-information-{shipment.number}.pdf"'
+            )
+            return response
+        return Response(information)
+
+    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def epcis(self, request, pk=None):
+        """The shipment as an EPCIS 2.0 JSON-LD document (shipping and receiving events)."""
+        shipment = self.get_object()
+        if shipment.status == ShipmentStatus.PLANNED or shipment.dispatched_at is None:
+            raise RuleViolation(
+                f"shipment {shipment.number} has not been dispatched: no event yet",
+                code="not_dispatched",
+            )
+        return Response(shipment_epcis_document(shipment))

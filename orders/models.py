@@ -329,3 +329,144 @@ class OrderLine(RegulatedModel):
     @property
     def line_total(self) -> Decimal | None:
         return None if self.unit_price is None else self.unit_price * self.quantity
+
+
+# --- shipments -----------------------------------------------------------------------------
+
+
+class ShipmentStatus(models.TextChoices):
+    PLANNED = "planned", "Planned"
+    PICKED = "picked", "Picked"
+    DISPATCHED = "dispatched", "Dispatched"
+    DELIVERED = "delivered", "Delivered (by the carrier)"
+    RECEIVED = "received", "Received (checked in by the buyer)"
+
+
+# The shipment lifecycle in one table. A receipt checks the goods in, so a dispatched shipment
+# may be received without a separate delivery step.
+SHIPMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ShipmentStatus.PLANNED: frozenset({ShipmentStatus.PICKED, ShipmentStatus.DISPATCHED}),
+    ShipmentStatus.PICKED: frozenset({ShipmentStatus.DISPATCHED}),
+    ShipmentStatus.DISPATCHED: frozenset({ShipmentStatus.DELIVERED, ShipmentStatus.RECEIVED}),
+    ShipmentStatus.DELIVERED: frozenset({ShipmentStatus.RECEIVED}),
+    ShipmentStatus.RECEIVED: frozenset(),
+}
+
+
+class ShipmentNumberCounter(models.Model):
+    """The last shipment number issued in a year; locked while the next one is taken.
+
+    Not regulated: the numbers it hands out are recorded in each shipment's own history.
+    """
+
+    year = models.PositiveSmallIntegerField(primary_key=True)
+    last_number = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.year}: {self.last_number}"
+
+
+class Shipment(RegulatedModel):
+    """Goods of one order on their way from a site of the seller to the buyer's ship-to site."""
+
+    number = models.CharField(max_length=20, unique=True, help_text="e.g. SH-2026-000001")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="shipments")
+    from_site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="shipments_out")
+    to_site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="shipments_in")
+    in_transit_location = models.ForeignKey(
+        "partners.Location",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="the seller's in-transit location the goods sit in between dispatch and receipt",
+    )
+    carrier = models.CharField(max_length=100, blank=True)
+    tracking_number = models.CharField(max_length=100, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ShipmentStatus.choices, default=ShipmentStatus.PLANNED
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(number__regex=r"^SH-[0-9]{4}-[0-9]{6,}$"),
+                name="shipment_number_format",
+            ),
+            models.CheckConstraint(
+                condition=~Q(from_site=F("to_site")), name="shipment_between_two_sites"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.number} ({self.order.number})"
+
+
+class Discrepancy(models.TextChoices):
+    NONE = "none", "None"
+    SHORT = "short", "Short (fewer units arrived)"
+    OVER = "over", "Over (more units arrived)"
+    DAMAGED = "damaged", "Damaged"
+
+
+class ShipmentLine(RegulatedModel):
+    """Units of one lot sent on a shipment: an edge of the trace graph (which lot went from whom
+    to whom), linked to the allocation it consumes and to the order line it fills."""
+
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="lines")
+    order_line = models.ForeignKey(
+        OrderLine, on_delete=models.PROTECT, related_name="shipment_lines"
+    )
+    batch = models.ForeignKey(
+        "batches.Batch", on_delete=models.PROTECT, related_name="shipment_lines"
+    )
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    from_location = models.ForeignKey(
+        "partners.Location", on_delete=models.PROTECT, related_name="shipment_lines_out"
+    )
+    allocation = models.ForeignKey(
+        "batches.StockAllocation", on_delete=models.PROTECT, related_name="shipment_lines"
+    )
+    received_quantity = models.PositiveIntegerField(
+        null=True, blank=True, help_text="sound units checked in; empty until received"
+    )
+    damaged_quantity = models.PositiveIntegerField(default=0)
+    discrepancy = models.CharField(
+        max_length=8, choices=Discrepancy.choices, default=Discrepancy.NONE
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["shipment", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="shipment_line_quantity_positive"
+            ),
+            models.UniqueConstraint(
+                fields=["shipment", "allocation"], name="shipment_line_allocation_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(received_quantity__isnull=True)
+                | Q(quantity__gte=F("received_quantity") + F("damaged_quantity")),
+                name="shipment_line_received_within_shipped",
+            ),
+        ]
+        indexes = [models.Index(fields=["batch", "shipment"])]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × lot #{self.batch_id} on {self.shipment.number}"
+
+    @property
+    def short_quantity(self) -> int:
+        if self.received_quantity is None:
+            return 0
+        return self.quantity - self.received_quantity - self.damaged_quantity

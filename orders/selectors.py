@@ -11,7 +11,17 @@ from batches.models import StockAllocation
 from partners.models import Partner
 from partners.selectors import partner_may_receive
 
-from .models import Agreement, AgreementPrice, AgreementStatus, Order, OrderLine, OrderStatus
+from .models import (
+    Agreement,
+    AgreementPrice,
+    AgreementStatus,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Shipment,
+    ShipmentLine,
+    ShipmentStatus,
+)
 
 
 def agreement_in_force(
@@ -143,3 +153,129 @@ def check_order_rules(order: Order, *, on: datetime.date) -> OrderRuleDecision:
                 product_id=line.product_id,
             )
     return OrderRuleDecision(True, "allowed", "every rule holds", agreement, prices)
+
+
+# --- shipments -----------------------------------------------------------------------------
+
+SENT = (ShipmentStatus.DISPATCHED, ShipmentStatus.DELIVERED, ShipmentStatus.RECEIVED)
+
+# 21 U.S.C. 360eee(27) (FD&C Act §581(27)): the transaction statement, made by the entity
+# transferring ownership of the product.
+TRANSACTION_STATEMENT = (
+    "The entity transferring ownership in this transaction: "
+    "(A) is authorized as required under the Drug Supply Chain Security Act; "
+    "(B) received the product from a person that is authorized as required under the Drug "
+    "Supply Chain Security Act; "
+    "(C) received transaction information and a transaction statement from the prior owner of "
+    "the product, as required under section 582; "
+    "(D) did not knowingly ship a suspect or illegitimate product; "
+    "(E) had systems and processes in place to comply with verification requirements under "
+    "section 582; "
+    "(F) did not knowingly provide false transaction information; and "
+    "(G) did not knowingly alter the transaction history."
+)
+
+
+def shipments_visible_to(user) -> QuerySet[Shipment]:
+    """Shipments of orders where the user's partner is buyer or seller; regulators read all."""
+    queryset = Shipment.objects.select_related(
+        "order__buyer", "order__seller", "from_site", "to_site"
+    ).prefetch_related("lines")
+    if user.sees_everything:
+        return queryset
+    return queryset.filter(Q(order__buyer_id=user.partner_id) | Q(order__seller_id=user.partner_id))
+
+
+def _party(partner: Partner, site) -> dict:
+    return {
+        "name": partner.name,
+        "gln": partner.gln,
+        "site": {
+            "name": site.name,
+            "gln": site.gln,
+            "address_line": site.address_line,
+            "postal_code": site.postal_code,
+            "city": site.city,
+            "country": site.country,
+        },
+    }
+
+
+def lot_previous_owners(*, batch_id: int, owner: Partner, before) -> list[dict]:
+    """The earlier transactions of a lot that brought it to ``owner``, oldest first.
+
+    Walks the shipment lines backwards: each shipment of the lot into the current owner sent
+    before ``before``, then the shipments into that shipment's seller, and so on. A lot usually
+    has a handful of tiers, so one query per tier is cheap.
+    """
+    found: dict[int, dict] = {}
+    frontier = [(owner.pk, before)]
+    while frontier:
+        owner_id, until = frontier.pop()
+        shipments = (
+            Shipment.objects.filter(
+                lines__batch_id=batch_id,
+                order__buyer_id=owner_id,
+                status__in=SENT,
+                dispatched_at__lt=until,
+            )
+            .select_related("order__buyer", "order__seller", "from_site", "to_site")
+            .distinct()
+        )
+        for shipment in shipments:
+            if shipment.pk in found:
+                continue
+            quantity = sum(
+                line.quantity for line in shipment.lines.all() if line.batch_id == batch_id
+            )
+            found[shipment.pk] = {
+                "shipment": shipment.number,
+                "transaction_date": shipment.dispatched_at.isoformat(),
+                "quantity": quantity,
+                "seller": _party(shipment.order.seller, shipment.from_site),
+                "buyer": _party(shipment.order.buyer, shipment.to_site),
+            }
+            frontier.append((shipment.order.seller_id, shipment.dispatched_at))
+    return sorted(found.values(), key=lambda entry: entry["transaction_date"])
+
+
+def shipment_transaction_information(shipment: Shipment) -> dict:
+    """DSCSA-style transaction information, history and statement of a dispatched shipment."""
+    shipment = Shipment.objects.select_related(
+        "order__buyer", "order__seller", "from_site", "to_site"
+    ).get(pk=shipment.pk)
+    order = shipment.order
+    lines = list(
+        ShipmentLine.objects.filter(shipment=shipment)
+        .select_related("batch__product")
+        .order_by("id")
+    )
+    history_by_lot = {
+        batch_id: lot_previous_owners(
+            batch_id=batch_id, owner=order.seller, before=shipment.dispatched_at
+        )
+        for batch_id in {line.batch_id for line in lines}
+    }
+    return {
+        "shipment": shipment.number,
+        "order": order.number,
+        "transaction_date": shipment.dispatched_at.date().isoformat(),
+        "dispatched_at": shipment.dispatched_at.isoformat(),
+        "seller": _party(order.seller, shipment.from_site),
+        "buyer": _party(order.buyer, shipment.to_site),
+        "lines": [
+            {
+                "product_name": line.batch.product.name,
+                "gtin": line.batch.product.gtin,
+                "strength": line.batch.product.strength,
+                "dosage_form": line.batch.product.dosage_form,
+                "pack_size": line.batch.product.pack_size,
+                "lot": line.batch.lot_number,
+                "expires_on": line.batch.expires_on.isoformat(),
+                "quantity": line.quantity,
+                "previous_owners": history_by_lot[line.batch_id],
+            }
+            for line in lines
+        ],
+        "transaction_statement": TRANSACTION_STATEMENT,
+    }

@@ -20,7 +20,14 @@ from django.utils import timezone
 
 from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
 from batches import services as stock
-from batches.models import AllocationStatus, Product, StockAllocation, StockBalance
+from batches.models import (
+    AllocationStatus,
+    BatchStatus,
+    MoveKind,
+    Product,
+    StockAllocation,
+    StockBalance,
+)
 from partners.models import Location, LocationKind, Partner, PartnerKind, Role, Site, User
 from pharmadms.exceptions import InvalidInput, NotFound, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role
@@ -28,16 +35,23 @@ from pharmadms.permissions import require_role
 from .models import (
     AGREEMENT_TRANSITIONS,
     ORDER_TRANSITIONS,
+    SHIPMENT_TRANSITIONS,
     Agreement,
     AgreementPrice,
     AgreementStatus,
+    Discrepancy,
     Order,
     OrderLine,
     OrderNumberCounter,
     OrderStatus,
     SalesTarget,
+    Shipment,
+    ShipmentLine,
+    ShipmentNumberCounter,
+    ShipmentStatus,
 )
 from .selectors import agreements_overlapping, check_order_rules
+from .signals import announce
 
 AGREEMENT_ROLES = (Role.ADMIN, Role.ORDER_DESK)
 BUYER_ROLES = (Role.PARTNER_USER, Role.ORDER_DESK, Role.ADMIN)
@@ -67,6 +81,31 @@ def _require_member(actor: User, partner: Partner, what: str) -> None:
 
 def _lock(model, pk: int):
     return model.objects.select_for_update().get(pk=pk)
+
+
+def _order_payload(order: Order) -> dict[str, Any]:
+    """What an order event tells the partners' systems (JSON-ready)."""
+    return {
+        "number": order.number,
+        "id": order.pk,
+        "status": order.status,
+        "buyer_gln": order.buyer.gln,
+        "seller_gln": order.seller.gln,
+        "lines": [
+            {
+                "id": line.pk,
+                "gtin": line.product.gtin,
+                "quantity": line.quantity,
+                "quantity_allocated": line.quantity_allocated,
+                "quantity_backordered": line.quantity_backordered,
+            }
+            for line in order.lines.select_related("product").order_by("id")
+        ],
+    }
+
+
+def _announce_order(event: str, order: Order) -> None:
+    announce(event, payload=_order_payload(order), partner_ids=[order.buyer_id, order.seller_id])
 
 
 # --- agreements ----------------------------------------------------------------------------
@@ -376,7 +415,7 @@ def order_submit(
             changes={"unit_price": price.unit_price, "currency": price.currency},
             editable={"unit_price", "currency"},
         )
-    return update_with_reason(
+    order = update_with_reason(
         order,
         actor=actor,
         reason=reason,
@@ -387,6 +426,8 @@ def order_submit(
         },
         editable={"status", "agreement", "submitted_at"},
     )
+    _announce_order("order.submitted", order)
+    return order
 
 
 @transaction.atomic
@@ -396,13 +437,15 @@ def order_confirm(*, order: Order, actor: User, reason: str) -> Order:
     _require_member(actor, order.seller, "a member of the seller")
     order = _lock(Order, order.pk)
     _transition(order, OrderStatus.CONFIRMED)
-    return update_with_reason(
+    order = update_with_reason(
         order,
         actor=actor,
         reason=reason,
         changes={"status": OrderStatus.CONFIRMED},
         editable={"status"},
     )
+    _announce_order("order.confirmed", order)
+    return order
 
 
 def _seller_storage(order: Order) -> list[Location]:
@@ -495,6 +538,7 @@ def order_allocate(
             changes={"status": OrderStatus.ALLOCATED},
             editable={"status"},
         )
+    _announce_order("order.allocated", order)
     return order
 
 
@@ -563,10 +607,462 @@ def order_cancel(*, order: Order, actor: User, reason: str) -> Order:
                 changes={"quantity_allocated": 0, "quantity_backordered": 0},
                 editable={"quantity_allocated", "quantity_backordered"},
             )
-    return update_with_reason(
+    order = update_with_reason(
         order,
         actor=actor,
         reason=reason,
         changes={"status": OrderStatus.CANCELLED},
         editable={"status"},
     )
+    _announce_order("order.cancelled", order)
+    return order
+
+
+# --- shipments -----------------------------------------------------------------------------
+
+SHIPMENT_CREATE_ROLES = (Role.ORDER_DESK, Role.WAREHOUSE_OPERATOR, Role.ADMIN)
+DISPATCH_ROLES = (Role.WAREHOUSE_OPERATOR, Role.ADMIN)
+RECEIVE_ROLES = (Role.WAREHOUSE_OPERATOR, Role.PARTNER_USER, Role.ADMIN)
+
+
+def _next_shipment_number(today: datetime.date) -> str:
+    """Take the next number of the year under the counter's row lock (before any sealed write)."""
+    counter, _ = ShipmentNumberCounter.objects.get_or_create(year=today.year)
+    counter = ShipmentNumberCounter.objects.select_for_update().get(pk=counter.pk)
+    counter.last_number += 1
+    counter.save(update_fields=["last_number"])
+    return f"SH-{today.year}-{counter.last_number:06d}"
+
+
+def _shipment_transition(shipment: Shipment, target: str) -> None:
+    if target not in SHIPMENT_TRANSITIONS.get(shipment.status, frozenset()):
+        raise RuleViolation(
+            f"shipment {shipment.number} is {shipment.status}: it cannot become {target}",
+            code="invalid_transition",
+        )
+
+
+def _lock_shipment(shipment: Shipment) -> Shipment:
+    shipment = Shipment.objects.select_for_update(of=("self",)).get(pk=shipment.pk)
+    # Read the parties without locking them (a lock on the order is taken separately).
+    shipment.order = Order.objects.select_related("buyer", "seller").get(pk=shipment.order_id)
+    return shipment
+
+
+def _site_location(site_id: int, kind: str) -> Location | None:
+    return (
+        Location.objects.filter(site_id=site_id, kind=kind, is_active=True)
+        .select_related("site")
+        .order_by("pk")
+        .first()
+    )
+
+
+def _lock_places(places: Iterable[tuple[int, int]]) -> None:
+    """Create any missing balance row of these (lot, location) pairs and lock them all, in
+    primary-key order (the ledger's order), before the transaction's first sealed write.
+
+    ``stock_post_move`` locks its two rows itself; locking every row of a multi-line move up
+    front means no later step waits for a balance while this transaction holds the chain head.
+    """
+    places = sorted(set(places))
+    if not places:
+        return
+    for batch_id, location_id in places:
+        # An empty projection row: not regulated, no history (its history is the moves).
+        StockBalance.objects.get_or_create(batch_id=batch_id, location_id=location_id)
+    where = Q()
+    for batch_id, location_id in places:
+        where |= Q(batch_id=batch_id, location_id=location_id)
+    list(
+        StockBalance.objects.select_for_update(of=("self",))
+        .filter(where)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _lock_allocations(allocation_ids: Iterable[int]) -> dict[int, StockAllocation]:
+    return {
+        allocation.pk: allocation
+        for allocation in StockAllocation.objects.select_for_update(of=("self",))
+        .filter(pk__in=list(allocation_ids))
+        .order_by("pk")
+    }
+
+
+def shipment_payload(shipment: Shipment) -> dict[str, Any]:
+    """What a shipment event tells the partners' systems (JSON-ready)."""
+    order = shipment.order
+    return {
+        "number": shipment.number,
+        "id": shipment.pk,
+        "status": shipment.status,
+        "order": order.number,
+        "order_id": order.pk,
+        "buyer_gln": order.buyer.gln,
+        "seller_gln": order.seller.gln,
+        "from_site_gln": shipment.from_site.gln,
+        "to_site_gln": shipment.to_site.gln,
+        "carrier": shipment.carrier,
+        "tracking_number": shipment.tracking_number,
+        "dispatched_at": shipment.dispatched_at.isoformat() if shipment.dispatched_at else None,
+        "received_at": shipment.received_at.isoformat() if shipment.received_at else None,
+        "lines": [
+            {
+                "id": line.pk,
+                "gtin": line.batch.product.gtin,
+                "lot": line.batch.lot_number,
+                "expires_on": line.batch.expires_on.isoformat(),
+                "quantity": line.quantity,
+                "received_quantity": line.received_quantity,
+                "damaged_quantity": line.damaged_quantity,
+                "discrepancy": line.discrepancy,
+            }
+            for line in shipment.lines.select_related("batch__product").order_by("id")
+        ],
+    }
+
+
+def _announce_shipment(event: str, shipment: Shipment) -> None:
+    shipment = Shipment.objects.select_related(
+        "order__buyer", "order__seller", "from_site", "to_site"
+    ).get(pk=shipment.pk)
+    announce(
+        event,
+        payload=shipment_payload(shipment),
+        partner_ids=[shipment.order.buyer_id, shipment.order.seller_id],
+    )
+
+
+@transaction.atomic
+def shipment_create_from_order(
+    *, order: Order, actor: User, reason: str, carrier: str = "", tracking_number: str = ""
+) -> Shipment:
+    """Plan the shipment of an allocated order: one line per active allocation of its lines.
+
+    The order moves to ``picking``; backorders left on its lines are not shipped with it.
+    """
+    require_role(actor, *SHIPMENT_CREATE_ROLES)
+    _require_member(actor, order.seller, "a member of the seller")
+    order = _lock(Order, order.pk)
+    if order.status != OrderStatus.ALLOCATED:
+        raise RuleViolation(
+            f"order {order.number} is {order.status}: only an allocated order is shipped",
+            code="invalid_transition",
+        )
+    lines = {line.allocation_reference: line for line in order.lines.order_by("id")}
+    allocation_ids = list(
+        StockAllocation.objects.filter(reference__in=list(lines), status=AllocationStatus.ACTIVE)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not allocation_ids:
+        raise RuleViolation(
+            f"order {order.number} has no allocated stock to ship", code="nothing_allocated"
+        )
+    # Lock order: the allocations (a cancellation would release them), then the number counter,
+    # all before the first sealed write.
+    allocations = list(_lock_allocations(allocation_ids).values())
+    locations = {
+        location.pk: location
+        for location in Location.objects.select_related("site").filter(
+            pk__in={allocation.location_id for allocation in allocations}
+        )
+    }
+    sites = {locations[allocation.location_id].site for allocation in allocations}
+    if len(sites) != 1:
+        raise RuleViolation(
+            "the allocated stock lies at more than one site; ship each site's part separately",
+            code="allocations_across_sites",
+        )
+    (from_site,) = sites
+    number = _next_shipment_number(timezone.localdate())
+    shipment = create_with_reason(
+        Shipment,
+        actor=actor,
+        reason=reason,
+        number=number,
+        order=order,
+        from_site=from_site,
+        to_site=order.ship_to,
+        carrier=carrier,
+        tracking_number=tracking_number,
+        created_by=actor,
+    )
+    for allocation in allocations:
+        create_with_reason(
+            ShipmentLine,
+            actor=actor,
+            reason=reason,
+            shipment=shipment,
+            order_line=lines[allocation.reference],
+            batch_id=allocation.batch_id,
+            quantity=allocation.quantity,
+            from_location=locations[allocation.location_id],
+            allocation=allocation,
+        )
+    update_with_reason(
+        order,
+        actor=actor,
+        reason=reason,
+        changes={"status": OrderStatus.PICKING},
+        editable={"status"},
+    )
+    return shipment
+
+
+@transaction.atomic
+def shipment_dispatch(
+    *, shipment: Shipment, actor: User, reason: str, on: datetime.date | None = None
+) -> Shipment:
+    """Send a planned shipment: its units leave the seller's storage for its in-transit
+    location, consuming their allocations; the order is then ``shipped``.
+
+    The order rules are checked again on the dispatch day: the buyer's licence may have lapsed
+    since the order was submitted.
+    """
+    require_role(actor, *DISPATCH_ROLES)
+    shipment = _lock_shipment(shipment)
+    _require_member(actor, shipment.order.seller, "a member of the seller")
+    if shipment.status not in {ShipmentStatus.PLANNED, ShipmentStatus.PICKED}:
+        raise RuleViolation(
+            f"shipment {shipment.number} is already {shipment.status}", code="already_dispatched"
+        )
+    _shipment_transition(shipment, ShipmentStatus.DISPATCHED)
+    order = _lock(Order, shipment.order_id)
+    lines = list(shipment.lines.select_related("batch", "from_location").order_by("id"))
+    if not lines:
+        raise RuleViolation(f"shipment {shipment.number} has no lines", code="empty_shipment")
+    in_transit = _site_location(shipment.from_site_id, LocationKind.IN_TRANSIT)
+    if in_transit is None:
+        raise RuleViolation(
+            f"{shipment.from_site.name} has no active in-transit location to dispatch into",
+            code="no_in_transit_location",
+        )
+    # Lock order: every balance this dispatch touches (sources and the in-transit location),
+    # then the allocations it consumes, all before the first sealed write.
+    _lock_places(
+        [(line.batch_id, line.from_location_id) for line in lines]
+        + [(line.batch_id, in_transit.pk) for line in lines]
+    )
+    allocations = _lock_allocations(line.allocation_id for line in lines)
+    for line in lines:
+        allocation = allocations[line.allocation_id]
+        if (
+            allocation.status != AllocationStatus.ACTIVE
+            or allocation.quantity != line.quantity
+            or allocation.location_id != line.from_location_id
+        ):
+            raise RuleViolation(
+                f"lot {line.batch.lot_number} on shipment {shipment.number} is no longer "
+                "allocated; plan the shipment again",
+                code="shipment_not_allocated",
+            )
+    if order.status != OrderStatus.PICKING:
+        raise RuleViolation(
+            f"order {order.number} is {order.status}: it cannot be shipped",
+            code="invalid_transition",
+        )
+    decision = check_order_rules(order, on=on or timezone.localdate())
+    if not decision.allowed:
+        raise RuleViolation(
+            decision.detail, code=decision.code, extra={"product": decision.product_id}
+        )
+    reference = f"shipment:{shipment.number}"
+    for line in lines:
+        stock.stock_post_move(
+            batch=line.batch,
+            quantity=line.quantity,
+            kind=MoveKind.SHIPMENT,
+            actor=actor,
+            reason=reason,
+            from_location=line.from_location,
+            to_location=in_transit,
+            reference=reference,
+            consume_allocation=allocations[line.allocation_id],
+        )
+    shipment = update_with_reason(
+        shipment,
+        actor=actor,
+        reason=reason,
+        changes={
+            "status": ShipmentStatus.DISPATCHED,
+            "dispatched_at": timezone.now(),
+            "in_transit_location": in_transit,
+        },
+        editable={"status", "dispatched_at", "in_transit_location"},
+    )
+    update_with_reason(
+        order,
+        actor=actor,
+        reason=reason,
+        changes={"status": OrderStatus.SHIPPED},
+        editable={"status"},
+    )
+    _announce_shipment("shipment.dispatched", shipment)
+    return shipment
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{what} must be a whole number, zero or more", code="invalid_quantity")
+    return value
+
+
+def _received_lines(
+    shipment_lines: dict[int, ShipmentLine], entries: Iterable[Mapping[str, Any]]
+) -> dict[int, tuple[int, int]]:
+    """Validate the receipt entries: every line once, sound + damaged within what was sent."""
+    received: dict[int, tuple[int, int]] = {}
+    for entry in entries:
+        line = entry.get("line")
+        line_id = line.pk if isinstance(line, ShipmentLine) else line
+        if isinstance(line_id, bool) or not isinstance(line_id, int):
+            raise InvalidInput("each entry names a shipment line", code="invalid_line")
+        if line_id not in shipment_lines:
+            raise InvalidInput(f"line {line_id} is not on this shipment", code="unknown_line")
+        if line_id in received:
+            raise InvalidInput(f"line {line_id} appears twice", code="duplicate_line")
+        good = _count(entry.get("received_quantity"), "received_quantity")
+        damaged = _count(entry.get("damaged_quantity", 0), "damaged_quantity")
+        shipped = shipment_lines[line_id].quantity
+        if good + damaged > shipped:
+            raise RuleViolation(
+                f"line {line_id}: {good} received and {damaged} damaged exceed the {shipped} "
+                "units shipped; units over the shipment are not accepted on it",
+                code="over_delivery",
+            )
+        received[line_id] = (good, damaged)
+    missing = sorted(set(shipment_lines) - set(received))
+    if missing:
+        raise InvalidInput(
+            f"every line of the shipment is received at once; missing: {missing}",
+            code="lines_missing",
+        )
+    return received
+
+
+@transaction.atomic
+def shipment_receive(
+    *, shipment: Shipment, lines: Iterable[Mapping[str, Any]], actor: User, reason: str
+) -> Shipment:
+    """Check a dispatched shipment in at the buyer's site; ``lines`` are
+    ``{line, received_quantity, damaged_quantity}``.
+
+    Sound units go to the buyer's storage (its quarantine, for a lot that is no longer
+    released); damaged units to its quarantine; units that did not arrive leave the seller's
+    in-transit location as an adjustment, each with its own reason. The order is ``delivered``.
+    """
+    require_role(actor, *RECEIVE_ROLES)
+    shipment = _lock_shipment(shipment)
+    _require_member(actor, shipment.order.buyer, "a member of the buyer")
+    if shipment.status == ShipmentStatus.RECEIVED:
+        raise RuleViolation(
+            f"shipment {shipment.number} was received already", code="already_received"
+        )
+    if shipment.status not in {ShipmentStatus.DISPATCHED, ShipmentStatus.DELIVERED}:
+        raise RuleViolation(
+            f"shipment {shipment.number} is {shipment.status}: it has not been dispatched",
+            code="not_dispatched",
+        )
+    _shipment_transition(shipment, ShipmentStatus.RECEIVED)
+    order = _lock(Order, shipment.order_id)
+    _transition(order, OrderStatus.DELIVERED)
+    shipment_lines = {
+        line.pk: line for line in shipment.lines.select_related("batch").order_by("id")
+    }
+    received = _received_lines(shipment_lines, list(lines))
+    storage = _site_location(shipment.to_site_id, LocationKind.STORAGE)
+    quarantine = _site_location(shipment.to_site_id, LocationKind.QUARANTINE)
+    places: list[tuple[int, int]] = []
+    for line_id, (good, damaged) in received.items():
+        line = shipment_lines[line_id]
+        places.append((line.batch_id, shipment.in_transit_location_id))
+        sound_target = storage if line.batch.status == BatchStatus.RELEASED else quarantine
+        for units, target, code in (
+            (good, sound_target, "no_storage_location"),
+            (damaged, quarantine, "no_quarantine_location"),
+        ):
+            if not units:
+                continue
+            if target is None:
+                raise RuleViolation(
+                    f"{shipment.to_site.name} has no active "
+                    f"{code.removeprefix('no_').removesuffix('_location')} location",
+                    code=code,
+                )
+            places.append((line.batch_id, target.pk))
+    in_transit = shipment.in_transit_location
+    _lock_places(places)  # every balance of the receipt, before the first sealed write
+
+    reference = f"shipment:{shipment.number}"
+    for line_id, (good, damaged) in received.items():
+        line = shipment_lines[line_id]
+        lot = line.batch
+        short = line.quantity - good - damaged
+        if good:
+            released = lot.status == BatchStatus.RELEASED
+            stock.stock_post_move(
+                batch=lot,
+                quantity=good,
+                kind=MoveKind.DELIVERY,
+                actor=actor,
+                reason=reason if released else f"lot is {lot.status}, held on receipt: {reason}",
+                from_location=in_transit,
+                to_location=storage if released else quarantine,
+                reference=reference,
+            )
+        if damaged:
+            stock.stock_post_move(
+                batch=lot,
+                quantity=damaged,
+                kind=MoveKind.DELIVERY,
+                actor=actor,
+                reason=f"damaged in transit: {damaged} units of lot {lot.lot_number} "
+                f"to quarantine; {reason}",
+                from_location=in_transit,
+                to_location=quarantine,
+                reference=reference,
+            )
+        if short:
+            stock.stock_post_move(
+                batch=lot,
+                quantity=short,
+                kind=MoveKind.ADJUSTMENT,
+                actor=actor,
+                reason=f"short delivery: {short} of {line.quantity} units of lot "
+                f"{lot.lot_number} did not arrive on {shipment.number}; {reason}",
+                from_location=in_transit,
+                reference=reference,
+            )
+        discrepancy = (
+            Discrepancy.DAMAGED if damaged else Discrepancy.SHORT if short else Discrepancy.NONE
+        )
+        update_with_reason(
+            line,
+            actor=actor,
+            reason=reason,
+            changes={
+                "received_quantity": good,
+                "damaged_quantity": damaged,
+                "discrepancy": discrepancy,
+            },
+            editable={"received_quantity", "damaged_quantity", "discrepancy"},
+        )
+    shipment = update_with_reason(
+        shipment,
+        actor=actor,
+        reason=reason,
+        changes={"status": ShipmentStatus.RECEIVED, "received_at": timezone.now()},
+        editable={"status", "received_at"},
+    )
+    update_with_reason(
+        order,
+        actor=actor,
+        reason=reason,
+        changes={"status": OrderStatus.DELIVERED},
+        editable={"status"},
+    )
+    _announce_shipment("shipment.received", shipment)
+    return shipment

@@ -11,7 +11,8 @@ from batches.api import (
     StockMoveViewSet,
     StorageClassViewSet,
 )
-from orders.api import AgreementViewSet, OrderViewSet
+from integrations.api import WebhookEndpointViewSet
+from orders.api import AgreementViewSet, OrderViewSet, ShipmentViewSet
 from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteViewSet, TokenView
 
 router = DefaultRouter()
@@ -26,7 +27,9 @@ router.register("stock-balances", StockBalanceViewSet, basename="stockbalance")
 router.register("stock-moves", StockMoveViewSet, basename="stockmove")
 router.register("agreements", AgreementViewSet, basename="agreement")
 router.register("orders", OrderViewSet, basename="order")
+router.register("shipments", ShipmentViewSet, basename="shipment")
 router.register("audit/entries", AuditEntryViewSet, basename="auditentry")
+router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

@@ -236,6 +236,27 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 
+# E-mail to partners' contacts (business event notices): EMAIL_BACKEND unset prints mail to the
+# console with DEBUG and sends through SMTP (EMAIL_HOST…) otherwise. Tests use Django's locmem.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "PharmaDMS <noreply@localhost>")
+
+# Webhooks: each attempt waits at most WEBHOOK_TIMEOUT_SECONDS; a failed one is retried after
+# WEBHOOK_BACKOFF_SECONDS × 2^(n−1) until WEBHOOK_MAX_ATTEMPTS have been made.
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
+WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "5"))
+WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("WEBHOOK_BACKOFF_SECONDS", "30"))
+
 # MQTT: unset means the in-process broker the demo starts on this port.
 MQTT_URL = os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1884")
 

@@ -18,6 +18,7 @@ from tests.factories import (
     AgreementPriceFactory,
     BatchFactory,
     LicenceFactory,
+    LocationFactory,
     ProductFactory,
     UserFactory,
 )
@@ -154,3 +155,59 @@ def confirmed_order(t: Trade, *lines: tuple) -> Order:
 
 def allocated_units() -> int:
     return sum(StockBalance.objects.values_list("allocated", flat=True))
+
+
+# --- shipments -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shipping(trade):
+    """The trade, plus what shipping needs: an in-transit location at Acme's site, and North's
+    warehouse operator to check goods in (North's site already has storage and quarantine)."""
+    t = trade
+    t.in_transit = LocationFactory(site=t.net.manufacturer_site, code="TRANSIT", kind="in_transit")
+    t.seller_warehouse = t.net.warehouse
+    t.buyer_warehouse = UserFactory(
+        username="north-wh", partner=t.buyer, role=Role.WAREHOUSE_OPERATOR
+    )
+    return t
+
+
+def allocated_order(t: Trade, *lines: tuple) -> Order:
+    order = confirmed_order(t, *lines)
+    services.order_allocate(order=order, actor=t.seller_desk, reason="allocate")
+    order.refresh_from_db()
+    return order
+
+
+def planned_shipment(t: Trade, *lines: tuple):
+    order = allocated_order(t, *lines)
+    return services.shipment_create_from_order(
+        order=order,
+        actor=t.seller_desk,
+        reason="plan the shipment",
+        carrier="ColdTrans",
+        tracking_number="CT-1",
+    )
+
+
+def on_hand(batch, location) -> int:
+    balance = StockBalance.objects.filter(batch=batch, location=location).first()
+    return balance.on_hand if balance else 0
+
+
+def ledger_balanced() -> bool:
+    """Every balance equals the sum of the moves into its location less the moves out."""
+    from collections import defaultdict
+
+    from batches.models import StockMove
+
+    expected: dict[tuple[int, int], int] = defaultdict(int)
+    for move in StockMove.objects.all():
+        if move.to_location_id:
+            expected[(move.batch_id, move.to_location_id)] += move.quantity
+        if move.from_location_id:
+            expected[(move.batch_id, move.from_location_id)] -= move.quantity
+    actual = {(b.batch_id, b.location_id): b.on_hand for b in StockBalance.objects.all()}
+    keys = set(expected) | set(actual)
+    return all(expected.get(key, 0) == actual.get(key, 0) for key in keys)

@@ -1,0 +1,132 @@
+"""Fixtures of the integrations tests: a real HTTP receiver on 127.0.0.1, and partners' admins.
+
+Webhook targets lie outside the system, so they are real local HTTP servers, never mocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import threading
+from dataclasses import dataclass
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from partners.models import Role
+from pharmadms import celery_app
+from tests.factories import UserFactory
+
+
+@dataclass
+class Received:
+    path: str
+    headers: Message
+    body: bytes
+
+
+class Receiver:
+    """What a partner's webhook server got; answers each request with the next status."""
+
+    def __init__(self, server: ThreadingHTTPServer):
+        self.server = server
+        self.requests: list[Received] = []
+        self.statuses: list[int] = []
+        self.default_status = 200
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/hooks/pharmadms"
+
+    def url_for(self, path: str) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def answer(self) -> int:
+        with self.lock:
+            return self.statuses.pop(0) if self.statuses else self.default_status
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        receiver: Receiver = self.server.receiver
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with receiver.lock:
+            receiver.requests.append(Received(self.path, self.headers, body))
+        self.send_response(receiver.answer())
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    """A partner's webhook server, started on a free port of 127.0.0.1 for one test."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.receiver = Receiver(server)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server.receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback address where nothing listens: connecting is refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hooks"
+
+
+def verify_signature(secret: str, received: Received) -> bool:
+    """What a partner's server does: recompute the HMAC over "<timestamp>.<body>"."""
+    timestamp = received.headers["X-PharmaDMS-Timestamp"]
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + received.body, hashlib.sha256)
+    return hmac.compare_digest(
+        received.headers["X-PharmaDMS-Signature"], f"sha256={expected.hexdigest()}"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _webhook_settings(settings):
+    """Short timeouts, three attempts, a tiny backoff: the tests wait for nothing."""
+    settings.WEBHOOK_TIMEOUT_SECONDS = 3
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    settings.WEBHOOK_BACKOFF_SECONDS = 0.05
+
+
+@pytest.fixture(autouse=True)
+def _tasks_in_process(request):
+    """Run tasks in-process, as the embedded default does, even when CI sets a broker: nobody
+    consumes the test broker's default queue. The broker path is proven by
+    test_real_worker.py, which opts out by using the ``real_worker`` fixture."""
+    if "real_worker" in request.fixturenames:
+        yield
+        return
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def admins(network):
+    """The manufacturer's admin is ``network.admin``; here are the wholesalers' admins."""
+    network.wholesaler_admin = UserFactory(
+        username="wadmin", partner=network.wholesaler, role=Role.ADMIN
+    )
+    network.other_admin = UserFactory(username="oadmin", partner=network.other, role=Role.ADMIN)
+    return network
