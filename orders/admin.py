@@ -13,6 +13,8 @@ from .models import (
     AgreementPrice,
     Order,
     OrderLine,
+    ReturnLine,
+    ReturnRequest,
     SalesTarget,
     Shipment,
     ShipmentLine,
@@ -58,3 +60,15 @@ class ShipmentAdmin(ServiceOnlyAdmin):
 @admin.register(ShipmentLine)
 class ShipmentLineAdmin(ServiceOnlyAdmin):
     list_display = ["shipment", "batch", "quantity", "received_quantity", "discrepancy"]
+
+
+@admin.register(ReturnRequest)
+class ReturnRequestAdmin(ServiceOnlyAdmin):
+    list_display = ["number", "customer", "seller", "shipment", "status", "rma_number"]
+    list_filter = ["status"]
+    search_fields = ["number", "rma_number", "shipment__number", "customer__name"]
+
+
+@admin.register(ReturnLine)
+class ReturnLineAdmin(ServiceOnlyAdmin):
+    list_display = ["return_request", "batch", "quantity", "reason_code", "disposition"]

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import django_filters
+from django.db.models import Q
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
@@ -14,9 +15,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from audit.history import check_editable
+from batches.api import SignaturePasswordField, SignatureSerializer
 from batches.models import Product
 from partners.models import Partner, Role, Site
-from pharmadms.exceptions import NotPermitted, RuleViolation
+from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.viewsets import ReasonField, ServiceWriteViewSet, StrictFieldsMixin
 
 from . import services
@@ -27,6 +29,10 @@ from .models import (
     AgreementPrice,
     Order,
     OrderLine,
+    ReturnDisposition,
+    ReturnLine,
+    ReturnReason,
+    ReturnRequest,
     SalesTarget,
     Shipment,
     ShipmentLine,
@@ -568,3 +574,288 @@ class ShipmentViewSet(ServiceWriteViewSet):
                 code="not_dispatched",
             )
         return Response(shipment_epcis_document(shipment))
+
+
+# --- returns -------------------------------------------------------------------------------
+
+
+class CodedChoiceField(serializers.ChoiceField):
+    """A choice whose every refusal answers one code (the service's code for the same mistake)."""
+
+    def __init__(self, *, error_code: str, **kwargs: Any):
+        self.error_code = error_code
+        super().__init__(**kwargs)
+
+    def fail(self, key: str, **kwargs: Any):
+        if key in {"required", "null", "blank"}:
+            return super().fail(key, **kwargs)
+        try:
+            return super().fail(key, **kwargs)
+        except serializers.ValidationError as error:
+            raise serializers.ValidationError(
+                [str(message) for message in error.detail], code=self.error_code
+            ) from error
+
+
+class ReturnLineSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    shipment_line = serializers.IntegerField(
+        source="shipment_line_id", help_text="a line of the shipment being returned against"
+    )
+    quantity = CodedIntegerField(
+        error_code="invalid_quantity", min_value=1, max_value=services.MAX_LINE_QUANTITY
+    )
+    reason_code = CodedChoiceField(choices=ReturnReason.choices, error_code="invalid_reason_code")
+    from_location = serializers.IntegerField(
+        source="from_location_id",
+        required=False,
+        help_text="the customer's location the units leave from (default: the ship-to site's "
+        "storage)",
+    )
+    gtin = serializers.CharField(source="batch.product.gtin", read_only=True)
+    lot = serializers.CharField(source="batch.lot_number", read_only=True)
+    expires_on = serializers.DateField(source="batch.expires_on", read_only=True)
+
+    class Meta:
+        model = ReturnLine
+        fields = [
+            "id",
+            "shipment_line",
+            "batch",
+            "gtin",
+            "lot",
+            "expires_on",
+            "quantity",
+            "reason_code",
+            "from_location",
+            "disposition",
+        ]
+        read_only_fields = ["batch", "disposition"]
+        validators = []  # a line twice is refused by the service (duplicate_line)
+
+
+class ReturnRequestSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    reason = ReasonField()
+    shipment = serializers.IntegerField(
+        source="shipment_id", help_text="a shipment received by the user's partner"
+    )
+    temperature_evidence = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="required for cold-chain goods: the reference of their temperature record",
+    )
+    lines = ReturnLineSerializer(many=True, allow_empty=True, max_length=services.MAX_LINES)
+
+    class Meta:
+        model = ReturnRequest
+        fields = [
+            "id",
+            "number",
+            "customer",
+            "seller",
+            "shipment",
+            "status",
+            "rma_number",
+            "temperature_evidence",
+            "returns_location",
+            "created_at",
+            "authorised_at",
+            "received_at",
+            "disposed_at",
+            "lines",
+            "reason",
+        ]
+        read_only_fields = [
+            "number",
+            "customer",
+            "seller",
+            "status",
+            "rma_number",
+            "returns_location",
+            "created_at",
+            "authorised_at",
+            "received_at",
+            "disposed_at",
+        ]
+
+
+class ReturnActionSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A lifecycle step: only the reason is taken."""
+
+    reason = ReasonField()
+
+
+class ReturnAuthoriseSerializer(StrictFieldsMixin, serializers.Serializer):
+    rma_number = serializers.CharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="the seller's RMA number (default: RMA-<year>-<number of the return>)",
+    )
+    reason = ReasonField()
+
+
+class DispositionLineSerializer(StrictFieldsMixin, serializers.Serializer):
+    line = serializers.IntegerField(help_text="the id of a line of this return")
+    disposition = CodedChoiceField(
+        choices=ReturnDisposition.choices, error_code="invalid_disposition"
+    )
+
+
+class ReturnDispositionSerializer(StrictFieldsMixin, serializers.Serializer):
+    """QA's signed disposition: one for every line, or ``disposition`` for all of them."""
+
+    transport_fields = StrictFieldsMixin.transport_fields | {"signed_at", "user"}
+
+    disposition = CodedChoiceField(
+        choices=ReturnDisposition.choices,
+        error_code="invalid_disposition",
+        required=False,
+        help_text="the disposition of every line (or give lines)",
+    )
+    lines = DispositionLineSerializer(
+        many=True, required=False, allow_empty=False, max_length=services.MAX_LINES
+    )
+    password = SignaturePasswordField()
+    reason = ReasonField(help_text="what this signature confirms (kept with the signature)")
+
+
+class ReturnDecisionResponseSerializer(ReturnRequestSerializer):
+    """Schema of a signed disposition's answer: the return and its new signature."""
+
+    # A plain string here, so the status enum belongs to ReturnRequest alone in the schema.
+    status = serializers.CharField(read_only=True, help_text="disposed")
+    signature = SignatureSerializer(read_only=True)
+
+    class Meta(ReturnRequestSerializer.Meta):
+        fields = [*ReturnRequestSerializer.Meta.fields, "signature"]
+
+
+class ReturnFilter(django_filters.FilterSet):
+    class Meta:
+        model = ReturnRequest
+        fields = ["status", "shipment", "customer", "seller", "number", "rma_number"]
+
+
+def returns_visible_to(user):
+    """Returns where the user's partner is the customer or the seller; regulators read all."""
+    queryset = ReturnRequest.objects.select_related("customer", "seller", "shipment")
+    if user.sees_everything:
+        return queryset
+    return queryset.filter(Q(customer_id=user.partner_id) | Q(seller_id=user.partner_id))
+
+
+class ReturnViewSet(ServiceWriteViewSet):
+    """Returns of goods the user's partner received (as customer) or shipped (as seller)."""
+
+    serializer_class = ReturnRequestSerializer
+    filterset_class = ReturnFilter
+    http_method_names = ["get", "post", "head", "options"]  # changes only by lifecycle
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return ReturnRequest.objects.none()
+        return returns_visible_to(self.request.user).prefetch_related("lines__batch__product")
+
+    def get_serializer_class(self):
+        if self.action in {"reject", "cancel", "receive"}:
+            return ReturnActionSerializer
+        if self.action == "authorise":
+            return ReturnAuthoriseSerializer
+        if self.action == "dispose":
+            return ReturnDispositionSerializer
+        return ReturnRequestSerializer
+
+    def perform_service_create(self, data, reason):
+        user = self.request.user
+        if user.partner is None and not user.is_superuser:
+            raise NotPermitted("a return is asked for by a member of the customer")
+        shipment_id = data.pop("shipment_id")
+        # Another partner's shipment and no shipment at all answer alike: nothing leaks.
+        shipment = Shipment.objects.filter(pk=shipment_id).first() or Shipment(pk=shipment_id)
+        lines = [
+            {
+                "shipment_line": line["shipment_line_id"],
+                "quantity": line["quantity"],
+                "reason_code": line["reason_code"],
+                "from_location": line.get("from_location_id"),
+            }
+            for line in data.pop("lines")
+        ]
+        return services.return_request_create(
+            shipment=shipment, lines=lines, actor=user, reason=reason, **data
+        )
+
+    def _render(self, ret: ReturnRequest, **extra: Any) -> Response:
+        ret = self.get_queryset().get(pk=ret.pk)
+        body = ReturnRequestSerializer(ret, context=self.get_serializer_context()).data
+        return Response({**body, **extra})
+
+    def _step(self, request, service, serializer_class=ReturnActionSerializer) -> Response:
+        ret = self.get_object()
+        serializer = serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        service(return_request=ret, actor=request.user, **serializer.validated_data)
+        return self._render(ret)
+
+    @extend_schema(request=ReturnAuthoriseSerializer, responses=ReturnRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def authorise(self, request, pk=None):
+        """The seller's order desk or admin authorises the return and issues its RMA number."""
+        return self._step(request, services.return_authorise, ReturnAuthoriseSerializer)
+
+    @extend_schema(request=ReturnActionSerializer, responses=ReturnRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        """The seller's order desk or admin refuses a requested return."""
+        return self._step(request, services.return_reject)
+
+    @extend_schema(request=ReturnActionSerializer, responses=ReturnRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """The customer withdraws its return before the goods are received."""
+        return self._step(request, services.return_cancel)
+
+    @extend_schema(request=ReturnActionSerializer, responses=ReturnRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def receive(self, request, pk=None):
+        """The seller's warehouse checks the goods in: customer's location → seller's returns
+        (or quarantine) location, never saleable stock."""
+        return self._step(request, services.return_receive)
+
+    @extend_schema(request=ReturnDispositionSerializer, responses=ReturnDecisionResponseSerializer)
+    @action(detail=True, methods=["post"])
+    def dispose(self, request, pk=None):
+        """The seller's QA officer restocks or destroys each line, signing with their password."""
+        ret = self.get_object()
+        serializer = ReturnDispositionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if ("disposition" in data) == ("lines" in data):
+            raise InvalidInput(
+                "give either disposition (for every line) or lines, one of them",
+                code="disposition_required",
+            )
+        if "lines" in data:
+            dispositions: dict[int, str] = {}
+            for entry in data["lines"]:
+                if entry["line"] in dispositions:
+                    raise InvalidInput(f"line {entry['line']} appears twice", code="duplicate_line")
+                dispositions[entry["line"]] = entry["disposition"]
+        else:
+            dispositions = dict.fromkeys(
+                ret.lines.values_list("pk", flat=True), data["disposition"]
+            )
+        decision = services.return_dispose(
+            return_request=ret,
+            dispositions=dispositions,
+            signer=request.user,
+            password=data["password"],
+            reason=data["reason"],
+            request=request,
+        )
+        return self._render(
+            decision.return_request, signature=SignatureSerializer(decision.signature).data
+        )

@@ -470,3 +470,175 @@ class ShipmentLine(RegulatedModel):
         if self.received_quantity is None:
             return 0
         return self.quantity - self.received_quantity - self.damaged_quantity
+
+
+# --- returns -------------------------------------------------------------------------------
+
+
+class ReturnReason(models.TextChoices):
+    DAMAGED = "damaged", "Damaged"
+    EXPIRED = "expired", "Expired"
+    WRONG_ITEM = "wrong_item", "Wrong item"
+    OVERSTOCK = "overstock", "Overstock"
+    RECALL = "recall", "Recall"
+
+
+# Reasons whose units never go back to saleable stock (EU GDP 6.3: only goods in their
+# unopened, undamaged packaging, not expired and not recalled, may be resold).
+NEVER_RESTOCKED = frozenset({ReturnReason.DAMAGED, ReturnReason.EXPIRED, ReturnReason.RECALL})
+
+
+class ReturnStatus(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    AUTHORISED = "authorised", "Authorised (RMA issued)"
+    RECEIVED = "received", "Received (held in returns)"
+    DISPOSED = "disposed", "Disposed (restocked or destroyed)"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# The return lifecycle in one table: the seller authorises or rejects a request, the customer
+# may withdraw it until the goods are back; received goods wait in returns for QA.
+RETURN_TRANSITIONS: dict[str, frozenset[str]] = {
+    ReturnStatus.REQUESTED: frozenset(
+        {ReturnStatus.AUTHORISED, ReturnStatus.REJECTED, ReturnStatus.CANCELLED}
+    ),
+    ReturnStatus.AUTHORISED: frozenset({ReturnStatus.RECEIVED, ReturnStatus.CANCELLED}),
+    ReturnStatus.RECEIVED: frozenset({ReturnStatus.DISPOSED}),
+    ReturnStatus.DISPOSED: frozenset(),
+    ReturnStatus.REJECTED: frozenset(),
+    ReturnStatus.CANCELLED: frozenset(),
+}
+
+# A return in one of these states holds its units against the shipment line's returnable rest.
+RETURN_ACTIVE_STATUSES = frozenset(
+    {
+        ReturnStatus.REQUESTED,
+        ReturnStatus.AUTHORISED,
+        ReturnStatus.RECEIVED,
+        ReturnStatus.DISPOSED,
+    }
+)
+
+
+class ReturnDisposition(models.TextChoices):
+    RESTOCK = "restock", "Restock (back to saleable storage)"
+    DESTROY = "destroy", "Destroy"
+
+
+class ReturnNumberCounter(models.Model):
+    """The last return number issued in a year; locked while the next one is taken.
+
+    Not regulated: the numbers it hands out are recorded in each return's own history.
+    """
+
+    year = models.PositiveSmallIntegerField(primary_key=True)
+    last_number = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.year}: {self.last_number}"
+
+
+class ReturnRequest(RegulatedModel):
+    """A customer's request to send goods of one received shipment back to its seller.
+
+    Units come back only against the shipment's lines (saleable-returns verification), into the
+    seller's returns (or quarantine) location, and leave it only by a QA-signed disposition.
+    """
+
+    number = models.CharField(max_length=20, unique=True, help_text="e.g. RT-2026-000001")
+    customer = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="returns_sent")
+    seller = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="returns_received")
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="returns")
+    status = models.CharField(
+        max_length=10, choices=ReturnStatus.choices, default=ReturnStatus.REQUESTED
+    )
+    rma_number = models.CharField(
+        max_length=40, blank=True, help_text="the seller's return authorisation number"
+    )
+    temperature_evidence = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="for cold-chain goods: the reference of the storage temperature evidence",
+    )
+    returns_location = models.ForeignKey(
+        "partners.Location",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="the seller's returns (or quarantine) location the goods were received into",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    authorised_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+    disposed_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(number__regex=r"^RT-[0-9]{4}-[0-9]{6,}$"),
+                name="return_number_format",
+            ),
+            models.CheckConstraint(
+                condition=~Q(customer=F("seller")),
+                name="return_between_two_partners",
+                violation_error_code="same_partner",
+                violation_error_message="customer and seller must be two partners",
+            ),
+            models.UniqueConstraint(
+                fields=["seller", "rma_number"],
+                condition=~Q(rma_number=""),
+                name="return_rma_number_unique_per_seller",
+                violation_error_code="duplicate_rma_number",
+                violation_error_message="this seller already issued this RMA number",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.number} ({self.customer.name} → {self.seller.name})"
+
+
+class ReturnLine(RegulatedModel):
+    """Units of one shipment line sent back, with why; what QA decided for them."""
+
+    return_request = models.ForeignKey(
+        ReturnRequest, on_delete=models.PROTECT, related_name="lines"
+    )
+    shipment_line = models.ForeignKey(
+        ShipmentLine, on_delete=models.PROTECT, related_name="return_lines"
+    )
+    batch = models.ForeignKey("batches.Batch", on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    reason_code = models.CharField(max_length=12, choices=ReturnReason.choices)
+    from_location = models.ForeignKey(
+        "partners.Location",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="the customer's location the units leave from",
+    )
+    disposition = models.CharField(max_length=8, choices=ReturnDisposition.choices, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["return_request", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="return_line_quantity_positive"
+            ),
+            models.UniqueConstraint(
+                fields=["return_request", "shipment_line"],
+                name="return_line_shipment_line_once",
+                violation_error_code="duplicate_line",
+                violation_error_message="this return already has a line for this shipment line",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × lot #{self.batch_id} on {self.return_request.number}"

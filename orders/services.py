@@ -12,16 +12,20 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
+from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
+from audit.models import Signature, SignatureMeaning
+from audit.services import signature_apply, signature_verify_password
 from batches import services as stock
 from batches.models import (
     AllocationStatus,
+    Batch,
     BatchStatus,
     MoveKind,
     Product,
@@ -34,7 +38,10 @@ from pharmadms.permissions import require_role
 
 from .models import (
     AGREEMENT_TRANSITIONS,
+    NEVER_RESTOCKED,
     ORDER_TRANSITIONS,
+    RETURN_ACTIVE_STATUSES,
+    RETURN_TRANSITIONS,
     SHIPMENT_TRANSITIONS,
     Agreement,
     AgreementPrice,
@@ -44,6 +51,12 @@ from .models import (
     OrderLine,
     OrderNumberCounter,
     OrderStatus,
+    ReturnDisposition,
+    ReturnLine,
+    ReturnNumberCounter,
+    ReturnReason,
+    ReturnRequest,
+    ReturnStatus,
     SalesTarget,
     Shipment,
     ShipmentLine,
@@ -1066,3 +1079,523 @@ def shipment_receive(
     )
     _announce_shipment("shipment.received", shipment)
     return shipment
+
+
+# --- returns -------------------------------------------------------------------------------
+#
+# Saleable-returns verification: a customer returns only units of a lot that were shipped to it
+# and received, never more than arrived on that shipment line over all of its returns. Goods
+# come back into the seller's returns (or quarantine) location, never into saleable stock; only
+# a QA officer's signed disposition restocks or destroys them.
+
+RETURN_REQUEST_ROLES = BUYER_ROLES
+RETURN_AUTHORISE_ROLES = SELLER_ROLES
+RETURN_RECEIVE_ROLES = (Role.WAREHOUSE_OPERATOR, Role.ADMIN)
+# Cold-chain goods (stored at no more than this) come back only with temperature evidence.
+COLD_CHAIN_MAX_CELSIUS = Decimal("8")
+RETURN_SOURCE_KINDS = frozenset(
+    {LocationKind.STORAGE, LocationKind.QUARANTINE, LocationKind.RETURNS}
+)
+
+
+def _next_return_number(today: datetime.date) -> str:
+    """Take the next number of the year under the counter's row lock (before any sealed write)."""
+    counter, _ = ReturnNumberCounter.objects.get_or_create(year=today.year)
+    counter = ReturnNumberCounter.objects.select_for_update().get(pk=counter.pk)
+    counter.last_number += 1
+    counter.save(update_fields=["last_number"])
+    return f"RT-{today.year}-{counter.last_number:06d}"
+
+
+def _return_transition(ret: ReturnRequest, target: str) -> None:
+    if target not in RETURN_TRANSITIONS.get(ret.status, frozenset()):
+        raise RuleViolation(
+            f"return {ret.number} is {ret.status}: it cannot become {target}",
+            code="invalid_transition",
+        )
+
+
+def _lock_return(ret: ReturnRequest) -> ReturnRequest:
+    locked = ReturnRequest.objects.select_for_update(of=("self",)).get(pk=ret.pk)
+    return _with_parties(locked)
+
+
+def _with_parties(ret: ReturnRequest) -> ReturnRequest:
+    """Read the parties and the shipment of ``ret`` (without locking them)."""
+    ret.customer = Partner.objects.get(pk=ret.customer_id)
+    ret.seller = Partner.objects.get(pk=ret.seller_id)
+    ret.shipment = Shipment.objects.select_related("from_site", "to_site").get(pk=ret.shipment_id)
+    return ret
+
+
+def _not_shipped(shipment_id: Any, customer: Partner | None) -> RuleViolation:
+    who = customer.name if customer is not None else "you"
+    return RuleViolation(
+        f"shipment {shipment_id} was not shipped to and received by {who}",
+        code="not_shipped_to_customer",
+    )
+
+
+def returned_quantities(shipment_line_ids: Iterable[int]) -> dict[int, int]:
+    """Units of each shipment line held by returns that are not rejected or cancelled."""
+    return dict(
+        ReturnLine.objects.filter(
+            shipment_line_id__in=list(shipment_line_ids),
+            return_request__status__in=RETURN_ACTIVE_STATUSES,
+        )
+        .values("shipment_line_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("shipment_line_id", "total")
+    )
+
+
+def _returnable(line: ShipmentLine, already: int) -> int:
+    """What may still come back on ``line``: the units that arrived (sound and damaged) less
+    those already held by returns. Units short-delivered never reached the customer."""
+    arrived = (line.received_quantity or 0) + line.damaged_quantity
+    return max(arrived - already, 0)
+
+
+def _is_cold_chain(product: Product) -> bool:
+    return product.storage_class.max_celsius <= COLD_CHAIN_MAX_CELSIUS
+
+
+def _source_location(value: Any, *, customer: Partner, shipment: Shipment) -> Location:
+    """The customer's location the units leave from: the one named, or the ship-to site's
+    storage, where the shipment put its sound units."""
+    if value is None:
+        location = _site_location(shipment.to_site_id, LocationKind.STORAGE)
+        if location is None:
+            raise RuleViolation(
+                f"{shipment.to_site.name} has no active storage location to return from",
+                code="no_storage_location",
+            )
+        return location
+    location_id = value.pk if isinstance(value, Location) else value
+    if isinstance(location_id, bool) or not isinstance(location_id, int):
+        raise InvalidInput("from_location names a location", code="invalid_from_location")
+    location = (
+        Location.objects.select_related("site")
+        .filter(pk=location_id, site__partner_id=customer.pk, is_active=True)
+        .first()
+    )
+    if location is None or location.kind not in RETURN_SOURCE_KINDS:
+        raise InvalidInput(
+            f"location {location_id} is no active storage, quarantine or returns location of "
+            f"{customer.name}",
+            code="invalid_from_location",
+        )
+    return location
+
+
+@transaction.atomic
+def return_request_create(
+    *,
+    shipment: Shipment,
+    lines: Iterable[Mapping[str, Any]],
+    actor: User,
+    reason: str,
+    temperature_evidence: str = "",
+) -> ReturnRequest:
+    """A customer asks to send back units of a shipment it received; ``lines`` are
+    ``{shipment_line, quantity, reason_code, from_location?}``.
+
+    Refused unless every line is on that shipment, the shipment was shipped to the actor's
+    partner and received, and no line's returns ever exceed what arrived. Cold-chain goods need
+    ``temperature_evidence`` (the reference of the storage temperature record).
+    """
+    require_role(actor, *RETURN_REQUEST_ROLES)
+    # Lock order: the shipment (serialising the returns of its lines, so two requests cannot
+    # both take the last units), then the number counter, before the first sealed write.
+    shipment_id = shipment.pk
+    shipment = Shipment.objects.select_for_update(of=("self",)).filter(pk=shipment_id).first()
+    if shipment is None:
+        raise _not_shipped(shipment_id, actor.partner)
+    order = Order.objects.select_related("buyer", "seller").get(pk=shipment.order_id)
+    customer = order.buyer
+    if not actor.is_superuser and actor.partner_id != customer.pk:
+        raise _not_shipped(shipment.pk, actor.partner)
+    if shipment.status != ShipmentStatus.RECEIVED:
+        raise RuleViolation(
+            f"shipment {shipment.number} is {shipment.status}: only goods received are returned",
+            code="shipment_not_received",
+        )
+    lines = list(lines)
+    if not lines:
+        raise InvalidInput("a return needs at least one line", code="empty_return")
+    if len(lines) > MAX_LINES:
+        raise InvalidInput(f"a return has at most {MAX_LINES} lines", code="too_many_lines")
+    shipment_lines = {
+        line.pk: line
+        for line in shipment.lines.select_related("batch__product__storage_class").order_by("id")
+    }
+    already = returned_quantities(shipment_lines)
+    evidence = (temperature_evidence or "").strip()
+    planned: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for entry in lines:
+        value = entry.get("shipment_line")
+        line_id = value.pk if isinstance(value, ShipmentLine) else value
+        if isinstance(line_id, bool) or not isinstance(line_id, int):
+            raise InvalidInput("each line names a shipment line", code="invalid_line")
+        if line_id not in shipment_lines:
+            raise RuleViolation(
+                f"shipment line {line_id} is not on shipment {shipment.number}: its units were "
+                f"not shipped to {customer.name} on it",
+                code="not_shipped_to_customer",
+            )
+        if line_id in seen:
+            raise InvalidInput(f"shipment line {line_id} appears twice", code="duplicate_line")
+        seen.add(line_id)
+        quantity = _line_quantity(entry.get("quantity"))
+        reason_code = entry.get("reason_code")
+        if reason_code not in ReturnReason.values:
+            raise InvalidInput(
+                f"reason_code is one of {', '.join(ReturnReason.values)}",
+                code="invalid_reason_code",
+            )
+        line = shipment_lines[line_id]
+        returnable = _returnable(line, already.get(line_id, 0))
+        if quantity > returnable:
+            raise RuleViolation(
+                f"lot {line.batch.lot_number}: {quantity} units asked back, but only "
+                f"{returnable} of those received on {shipment.number} remain returnable",
+                code="quantity_exceeds_shipped",
+                extra={"shipment_line": line_id, "returnable": returnable},
+            )
+        if _is_cold_chain(line.batch.product) and not evidence:
+            raise InvalidInput(
+                f"{line.batch.product.name} is cold-chain "
+                f"(≤ {line.batch.product.storage_class.max_celsius} °C): a return needs the "
+                "reference of its storage temperature evidence",
+                code="temperature_evidence_required",
+            )
+        source = _source_location(entry.get("from_location"), customer=customer, shipment=shipment)
+        planned.append(
+            {
+                "shipment_line": line,
+                "batch": line.batch,
+                "quantity": quantity,
+                "reason_code": reason_code,
+                "from_location": source,
+            }
+        )
+    _check_available(planned)
+
+    number = _next_return_number(timezone.localdate())  # a lock, taken before the first seal
+    ret = create_with_reason(
+        ReturnRequest,
+        actor=actor,
+        reason=reason,
+        number=number,
+        customer=customer,
+        seller=order.seller,
+        shipment=shipment,
+        temperature_evidence=evidence,
+        created_by=actor,
+    )
+    for fields in planned:
+        create_with_reason(ReturnLine, actor=actor, reason=reason, return_request=ret, **fields)
+    return ret
+
+
+def _check_available(planned: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse a line whose units the customer no longer holds, available, where it says."""
+    needed: dict[tuple[int, int], int] = {}
+    lots: dict[int, Batch] = {}
+    for fields in planned:
+        key = (fields["batch"].pk, fields["from_location"].pk)
+        needed[key] = needed.get(key, 0) + fields["quantity"]
+        lots[fields["batch"].pk] = fields["batch"]
+    for (batch_id, location_id), quantity in sorted(needed.items()):
+        balance = StockBalance.objects.filter(batch_id=batch_id, location_id=location_id).first()
+        available = balance.on_hand - balance.allocated if balance else 0
+        if available < quantity:
+            raise RuleViolation(
+                f"location {location_id} holds {available} available units of lot "
+                f"{lots[batch_id].lot_number}; {quantity} would be returned",
+                code="insufficient_stock",
+                extra={"available": available},
+            )
+
+
+@transaction.atomic
+def return_authorise(
+    *, return_request: ReturnRequest, actor: User, reason: str, rma_number: str = ""
+) -> ReturnRequest:
+    """The seller's order desk or admin authorises a requested return and issues its RMA
+    number (the one given, or one derived from the return's number)."""
+    require_role(actor, *RETURN_AUTHORISE_ROLES)
+    ret = _lock_return(return_request)
+    _require_member(actor, ret.seller, "a member of the seller")
+    _return_transition(ret, ReturnStatus.AUTHORISED)
+    rma = (rma_number or "").strip() or f"RMA-{ret.number.removeprefix('RT-')}"
+    if ReturnRequest.objects.filter(seller_id=ret.seller_id, rma_number=rma).exists():
+        raise RuleViolation(
+            f"{ret.seller.name} already issued RMA number {rma}", code="duplicate_rma_number"
+        )
+    return update_with_reason(
+        ret,
+        actor=actor,
+        reason=reason,
+        changes={
+            "status": ReturnStatus.AUTHORISED,
+            "rma_number": rma,
+            "authorised_at": timezone.now(),
+        },
+        editable={"status", "rma_number", "authorised_at"},
+    )
+
+
+@transaction.atomic
+def return_reject(*, return_request: ReturnRequest, actor: User, reason: str) -> ReturnRequest:
+    """The seller's order desk or admin refuses a requested return (final)."""
+    require_role(actor, *RETURN_AUTHORISE_ROLES)
+    ret = _lock_return(return_request)
+    _require_member(actor, ret.seller, "a member of the seller")
+    if ret.status != ReturnStatus.REQUESTED:
+        raise RuleViolation(
+            f"return {ret.number} is {ret.status}: only a requested return is rejected",
+            code="invalid_transition",
+        )
+    return update_with_reason(
+        ret,
+        actor=actor,
+        reason=reason,
+        changes={"status": ReturnStatus.REJECTED},
+        editable={"status"},
+    )
+
+
+@transaction.atomic
+def return_cancel(*, return_request: ReturnRequest, actor: User, reason: str) -> ReturnRequest:
+    """The customer withdraws its return while the goods have not been received."""
+    require_role(actor, *RETURN_REQUEST_ROLES)
+    ret = _lock_return(return_request)
+    _require_member(actor, ret.customer, "a member of the customer")
+    _return_transition(ret, ReturnStatus.CANCELLED)
+    return update_with_reason(
+        ret,
+        actor=actor,
+        reason=reason,
+        changes={"status": ReturnStatus.CANCELLED},
+        editable={"status"},
+    )
+
+
+def _returns_location(site_id: int) -> Location | None:
+    """Where returned goods wait for QA at a site: its returns location, else its quarantine;
+    never saleable storage."""
+    return _site_location(site_id, LocationKind.RETURNS) or _site_location(
+        site_id, LocationKind.QUARANTINE
+    )
+
+
+@transaction.atomic
+def return_receive(*, return_request: ReturnRequest, actor: User, reason: str) -> ReturnRequest:
+    """The seller's warehouse checks an authorised return in: each line's units leave the
+    customer's location for the seller's returns (or quarantine) location at the site that
+    shipped them (``MoveKind.RETURN``), where they wait for QA's disposition."""
+    require_role(actor, *RETURN_RECEIVE_ROLES)
+    ret = _lock_return(return_request)
+    _require_member(actor, ret.seller, "a member of the seller")
+    if ret.status == ReturnStatus.RECEIVED:
+        raise RuleViolation(f"return {ret.number} was received already", code="already_received")
+    _return_transition(ret, ReturnStatus.RECEIVED)
+    target = _returns_location(ret.shipment.from_site_id)
+    if target is None:
+        raise RuleViolation(
+            f"{ret.shipment.from_site.name} has no active returns or quarantine location",
+            code="no_returns_location",
+        )
+    lines = list(ret.lines.select_related("batch", "from_location").order_by("id"))
+    # Lock order: every balance the receipt touches, then check the customer still holds the
+    # units, all before the first sealed write.
+    _lock_places(
+        [(line.batch_id, line.from_location_id) for line in lines]
+        + [(line.batch_id, target.pk) for line in lines]
+    )
+    _check_available(
+        {"batch": line.batch, "from_location": line.from_location, "quantity": line.quantity}
+        for line in lines
+    )
+    reference = f"return:{ret.number}"
+    for line in lines:
+        stock.stock_post_move(
+            batch=line.batch,
+            quantity=line.quantity,
+            kind=MoveKind.RETURN,
+            actor=actor,
+            reason=f"returned ({line.get_reason_code_display().lower()}) under "
+            f"{ret.rma_number}: {reason}",
+            from_location=line.from_location,
+            to_location=target,
+            reference=reference,
+        )
+    return update_with_reason(
+        ret,
+        actor=actor,
+        reason=reason,
+        changes={
+            "status": ReturnStatus.RECEIVED,
+            "received_at": timezone.now(),
+            "returns_location": target,
+        },
+        editable={"status", "received_at", "returns_location"},
+    )
+
+
+class ReturnDecision(NamedTuple):
+    """A return after QA's signed disposition, and the signature that made it."""
+
+    return_request: ReturnRequest
+    signature: Signature
+
+
+def _disposition_plan(
+    ret: ReturnRequest, signer: User, dispositions: Mapping[int, str], today: datetime.date
+) -> list[tuple[ReturnLine, str]]:
+    """Check who disposes, of what, and that each restocked lot may be sold again."""
+    if signer is None or not signer.is_active:
+        raise NotPermitted("an active QA officer signs this disposition")
+    # No superuser shortcut: disposing of returned goods is the seller's QA decision.
+    if signer.role != Role.QA_OFFICER:
+        raise NotPermitted(
+            f"returned goods are disposed of by a QA officer; you are {signer.role}",
+            code="role_not_permitted",
+        )
+    if signer.partner_id != ret.seller_id:
+        raise NotPermitted(
+            f"return {ret.number} is disposed of by its seller's QA, not your organisation",
+            code="not_your_organisation",
+        )
+    if ret.status == ReturnStatus.DISPOSED:
+        raise RuleViolation(f"return {ret.number} was disposed of already", code="already_disposed")
+    _return_transition(ret, ReturnStatus.DISPOSED)
+    lines = {line.pk: line for line in ret.lines.select_related("batch").order_by("id")}
+    unknown = sorted(set(dispositions) - set(lines), key=str)
+    if unknown:
+        raise InvalidInput(f"lines {unknown} are not on this return", code="unknown_line")
+    missing = sorted(set(lines) - set(dispositions))
+    if missing:
+        raise InvalidInput(
+            f"every line of the return is disposed of at once; missing: {missing}",
+            code="lines_missing",
+        )
+    plan = []
+    for line_id, line in lines.items():
+        disposition = dispositions[line_id]
+        if disposition not in ReturnDisposition.values:
+            raise InvalidInput(
+                f"a disposition is one of {', '.join(ReturnDisposition.values)}",
+                code="invalid_disposition",
+            )
+        lot = line.batch
+        if disposition == ReturnDisposition.RESTOCK:
+            if line.reason_code in NEVER_RESTOCKED:
+                raise RuleViolation(
+                    f"lot {lot.lot_number} came back as {line.reason_code}: it is never restocked",
+                    code="not_restockable",
+                )
+            if lot.status != BatchStatus.RELEASED:
+                raise RuleViolation(
+                    f"lot {lot.lot_number} is {lot.status}: it cannot enter saleable storage",
+                    code="batch_not_released",
+                )
+            if lot.is_expired_on(today):
+                raise RuleViolation(
+                    f"lot {lot.lot_number} expired on {lot.expires_on}: it cannot be restocked",
+                    code="batch_expired",
+                )
+        plan.append((line, disposition))
+    return plan
+
+
+def return_dispose(
+    *,
+    return_request: ReturnRequest,
+    dispositions: Mapping[int, str],
+    signer: User,
+    password: str,
+    reason: str,
+    request: HttpRequest | None = None,
+    on: datetime.date | None = None,
+) -> ReturnDecision:
+    """QA decides, under electronic signature, what becomes of every line of a received return:
+    ``restock`` moves its units from returns to the site's saleable storage (a released,
+    unexpired lot only, never goods returned damaged, expired or recalled); ``destroy`` writes
+    them out of the returns location as a destruction.
+
+    The password is checked before the transaction, as for a lot's release: a wrong password
+    refuses, writes nothing, and still counts towards the lockout.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("a disposition needs a reason", code="reason_required")
+    today = on or timezone.localdate()
+    ret = _with_parties(ReturnRequest.objects.get(pk=return_request.pk))
+    _disposition_plan(ret, signer, dispositions, today)
+    verified = signature_verify_password(signer=signer, password=password, request=request)
+    with transaction.atomic():
+        locked = _lock_return(ret)
+        # Decided again under the locks: another QA officer may have decided meanwhile, and a
+        # lot may have been recalled since.
+        list(
+            Batch.objects.select_for_update()
+            .filter(pk__in=locked.lines.values("batch_id"))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        plan = _disposition_plan(locked, signer, dispositions, today)
+        returns = locked.returns_location
+        storage = None
+        if any(disposition == ReturnDisposition.RESTOCK for _, disposition in plan):
+            storage = _site_location(returns.site_id, LocationKind.STORAGE)
+            if storage is None:
+                raise RuleViolation(
+                    f"{returns.site.name} has no active storage location to restock into",
+                    code="no_storage_location",
+                )
+        _lock_places(
+            [(line.batch_id, returns.pk) for line, _ in plan]
+            + [
+                (line.batch_id, storage.pk)
+                for line, disposition in plan
+                if disposition == ReturnDisposition.RESTOCK
+            ]
+        )
+        reference = f"return:{locked.number}"
+        for line, disposition in plan:
+            restock = disposition == ReturnDisposition.RESTOCK
+            stock.stock_post_move(
+                batch=line.batch,
+                quantity=line.quantity,
+                kind=MoveKind.TRANSFER if restock else MoveKind.DESTRUCTION,
+                actor=signer,
+                reason=f"return {locked.number} {'restocked' if restock else 'destroyed'} "
+                f"by QA: {reason}",
+                from_location=returns,
+                to_location=storage if restock else None,
+                reference=reference,
+            )
+            update_with_reason(
+                line,
+                actor=signer,
+                reason=reason,
+                changes={"disposition": disposition},
+                editable={"disposition"},
+            )
+        locked = update_with_reason(
+            locked,
+            actor=signer,
+            reason=reason,
+            changes={"status": ReturnStatus.DISPOSED, "disposed_at": timezone.now()},
+            editable={"status", "disposed_at"},
+        )
+        signature = signature_apply(
+            verified=verified,
+            meaning=SignatureMeaning.RETURN_DISPOSITION,
+            reason=reason,
+            record=locked,
+        )
+    return ReturnDecision(return_request=locked, signature=signature)

@@ -26,6 +26,9 @@ EVENTS = (
     "order.cancelled",
     "shipment.dispatched",
     "shipment.received",
+    # Daily stock alerts of a partner (orders.analytics.stock_alerts_raise, from celery beat).
+    "stock.replenishment_alert",
+    "stock.near_expiry_alert",
 )
 
 

@@ -12,7 +12,13 @@ from batches.api import (
     StorageClassViewSet,
 )
 from integrations.api import WebhookEndpointViewSet
-from orders.api import AgreementViewSet, OrderViewSet, ShipmentViewSet
+from orders.analytics_api import (
+    NearExpiryView,
+    ReplenishmentView,
+    SalesAnalyticsView,
+    TargetAttainmentView,
+)
+from orders.api import AgreementViewSet, OrderViewSet, ReturnViewSet, ShipmentViewSet
 from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteViewSet, TokenView
 
 router = DefaultRouter()
@@ -28,6 +34,7 @@ router.register("stock-moves", StockMoveViewSet, basename="stockmove")
 router.register("agreements", AgreementViewSet, basename="agreement")
 router.register("orders", OrderViewSet, basename="order")
 router.register("shipments", ShipmentViewSet, basename="shipment")
+router.register("returns", ReturnViewSet, basename="return")
 router.register("audit/entries", AuditEntryViewSet, basename="auditentry")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
 
@@ -35,5 +42,9 @@ urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("audit/verify/", AuditVerifyView.as_view(), name="audit-verify"),
     path("audit/lineage/", AuditLineageView.as_view(), name="audit-lineage-api"),
+    path("analytics/sales/", SalesAnalyticsView.as_view(), name="analytics-sales"),
+    path("analytics/targets/", TargetAttainmentView.as_view(), name="analytics-targets"),
+    path("analytics/replenishment/", ReplenishmentView.as_view(), name="analytics-replenishment"),
+    path("analytics/near-expiry/", NearExpiryView.as_view(), name="analytics-near-expiry"),
     path("", include(router.urls)),
 ]

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -235,6 +236,28 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# Periodic tasks for `celery beat`: the daily stock alerts, and the webhook deliveries left
+# pending while the broker was unreachable.
+CELERY_BEAT_SCHEDULE = {
+    "raise-stock-alerts": {
+        "task": "orders.raise_stock_alerts",
+        "schedule": crontab(
+            hour=int(os.environ.get("STOCK_ALERTS_HOUR", "6")),
+            minute=int(os.environ.get("STOCK_ALERTS_MINUTE", "0")),
+        ),
+    },
+    "requeue-webhook-deliveries": {
+        "task": "integrations.requeue_webhook_deliveries",
+        "schedule": 600.0,
+    },
+}
+
+# Sales analytics and replenishment (orders.analytics): a lot on hand expiring within
+# NEAR_EXPIRY_ALERT_DAYS is flagged; daily demand is averaged over DEMAND_WINDOW_DAYS; the
+# reorder point covers REPLENISHMENT_LEAD_TIME_DAYS of demand plus half as much safety stock.
+NEAR_EXPIRY_ALERT_DAYS = int(os.environ.get("NEAR_EXPIRY_ALERT_DAYS", "90"))
+DEMAND_WINDOW_DAYS = int(os.environ.get("DEMAND_WINDOW_DAYS", "90"))
+REPLENISHMENT_LEAD_TIME_DAYS = int(os.environ.get("REPLENISHMENT_LEAD_TIME_DAYS", "14"))
 
 # E-mail to partners' contacts (business event notices): EMAIL_BACKEND unset prints mail to the
 # console with DEBUG and sends through SMTP (EMAIL_HOST…) otherwise. Tests use Django's locmem.

@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("lots/", include("batches.urls")),
     path("audit/", include("audit.urls")),
+    path("sales/", include("orders.urls")),
     path("api/v1/", include("pharmadms.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -7,15 +7,31 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.db.models import Q
+from django.test import override_settings
 from django.utils import timezone
 
+from audit import chain
 from audit.history import regulated_models
 from batches.models import Batch, BatchStatus, Product, StockBalance, StockMove
+from orders.models import (
+    Agreement,
+    AgreementPrice,
+    Discrepancy,
+    Order,
+    OrderStatus,
+    SalesTarget,
+    Shipment,
+    ShipmentLine,
+    ShipmentStatus,
+)
 from partners.models import Licence, Partner, PartnerKind, Role, User
 from pharmadms.identifiers import normalise_gtin, validate_gln
+from tests.orders.conftest import ledger_balanced
 
 DEMO_PASSWORD = "demo-pharma-test-2026"
+FAST_HASHER = "django.contrib.auth.hashers.MD5PasswordHasher"
 DEMO_ROLES = {
     "admin": Role.ADMIN,
     "qa": Role.QA_OFFICER,
@@ -38,15 +54,30 @@ def row_counts() -> dict[str, int]:
     for model in regulated_models():
         counts[model._meta.label] = model.objects.count()
         counts[f"{model._meta.label} history"] = model.history.count()
-    for model in (StockMove, StockBalance, User, User.history.model):
+    for model in (StockMove, StockBalance, User, User.history.model, Order, Shipment):
         counts[model._meta.label] = model.objects.count()
     return counts
 
 
+@pytest.fixture(scope="module")
+def _seeded_network(django_db_setup, django_db_blocker):
+    """Seed once for the whole module (the orders make a seed take seconds), inside a
+    transaction rolled back when the module ends. Each test runs in its own transaction on top,
+    so what a test changes (a second run, a changed password) is rolled back after it."""
+    with (
+        django_db_blocker.unblock(),
+        # The hasher tests/conftest.py sets for each test, so the seeded hashes check there.
+        override_settings(DEMO_PASSWORD=DEMO_PASSWORD, PASSWORD_HASHERS=[FAST_HASHER]),
+        transaction.atomic(),
+    ):
+        yield seed()
+        transaction.set_rollback(True)
+
+
 @pytest.fixture
-def seeded(settings):
+def seeded(_seeded_network, db, settings):
     settings.DEMO_PASSWORD = DEMO_PASSWORD
-    return seed()
+    return _seeded_network
 
 
 @pytest.mark.django_db
@@ -132,6 +163,91 @@ def test_stock_is_held_at_the_manufacturer_and_every_wholesaler(seeded):
 
 
 @pytest.mark.django_db
+def test_agreements_link_every_tier_with_prices_and_monthly_targets(seeded):
+    """The manufacturer supplies each wholesaler, and each wholesaler the pharmacies and
+    hospitals of its region; each agreement covers the customer's region, prices products and
+    sets monthly targets."""
+    wholesalers = Partner.objects.filter(kind=PartnerKind.WHOLESALER)
+    customers = Partner.objects.filter(kind__in=[PartnerKind.PHARMACY, PartnerKind.HOSPITAL])
+    manufacturer = Partner.objects.get(kind=PartnerKind.MANUFACTURER)
+    assert set(
+        Agreement.objects.filter(supplier=manufacturer).values_list("customer_id", flat=True)
+    ) == set(wholesalers.values_list("pk", flat=True))
+    for customer in customers:
+        agreement = Agreement.objects.get(customer=customer)
+        assert agreement.supplier.kind == PartnerKind.WHOLESALER
+        assert agreement.supplier.region == customer.region
+    today = timezone.localdate()
+    for agreement in Agreement.objects.select_related("customer"):
+        assert agreement.territory == [agreement.customer.region]
+        assert agreement.is_in_force_on(today)
+        assert agreement.min_remaining_shelf_life_days > 0
+        assert AgreementPrice.objects.filter(agreement=agreement).exists()
+        months = SalesTarget.objects.filter(agreement=agreement, product=None)
+        assert months.count() >= 4
+        assert all(t.period_start.day == 1 for t in months)
+
+
+@pytest.mark.django_db
+def test_orders_and_shipments_at_both_tiers(seeded):
+    """Wholesalers bought from the manufacturer and pharmacies and hospitals from wholesalers;
+    most orders were shipped and received, a few are open and one was cancelled."""
+    demo = Order.objects.filter(customer_reference__startswith="DEMO-PO-")
+    upstream = demo.filter(seller__kind=PartnerKind.MANUFACTURER)
+    downstream = demo.filter(seller__kind=PartnerKind.WHOLESALER)
+    assert upstream.filter(status=OrderStatus.DELIVERED).count() >= 9
+    assert (
+        downstream.filter(status=OrderStatus.DELIVERED, buyer__kind=PartnerKind.PHARMACY).count()
+        >= 20
+    )
+    assert downstream.filter(
+        status=OrderStatus.DELIVERED, buyer__kind=PartnerKind.HOSPITAL
+    ).exists()
+    statuses = set(demo.values_list("status", flat=True))
+    assert {OrderStatus.SUBMITTED, OrderStatus.ALLOCATED, OrderStatus.SHIPPED} <= statuses
+    assert demo.filter(status=OrderStatus.CANCELLED).count() == 1
+    assert Shipment.objects.filter(status=ShipmentStatus.RECEIVED).count() >= 30
+    assert Shipment.objects.filter(status=ShipmentStatus.DISPATCHED).exists()
+    assert {Discrepancy.DAMAGED, Discrepancy.SHORT} <= set(
+        ShipmentLine.objects.values_list("discrepancy", flat=True)
+    )
+    # A lot the manufacturer shipped to a wholesaler went on to a pharmacy: the trace has depth.
+    to_wholesalers = set(
+        ShipmentLine.objects.filter(
+            shipment__order__seller__kind=PartnerKind.MANUFACTURER,
+            shipment__status=ShipmentStatus.RECEIVED,
+        ).values_list("batch_id", flat=True)
+    )
+    assert ShipmentLine.objects.filter(
+        shipment__order__seller__kind=PartnerKind.WHOLESALER, batch_id__in=to_wholesalers
+    ).exists()
+    # Every line was priced under the agreement at submission.
+    submitted = demo.exclude(status=OrderStatus.DRAFT)
+    assert not submitted.filter(lines__unit_price__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_ledger_balances_and_the_chain_verifies_after_seeding(seeded):
+    """For every lot and location the moves add up to the balance; nothing is allocated to a
+    shipped order; the audit chain verifies."""
+    assert ledger_balanced()
+    for batch in Batch.objects.all():
+        moved_in = sum(
+            StockMove.objects.filter(batch=batch, to_location__isnull=False).values_list(
+                "quantity", flat=True
+            )
+        )
+        moved_out = sum(
+            StockMove.objects.filter(batch=batch, from_location__isnull=False).values_list(
+                "quantity", flat=True
+            )
+        )
+        held = sum(StockBalance.objects.filter(batch=batch).values_list("on_hand", flat=True))
+        assert moved_in - moved_out == held, batch.lot_number
+    assert chain.verify().ok
+
+
+@pytest.mark.django_db
 def test_one_demo_login_per_role(seeded):
     """Six demo users with their roles and partners, signing in with DEMO_PASSWORD; the table at
     the end lists them."""
@@ -168,22 +284,21 @@ def test_every_regulated_row_has_a_history_row_with_user_and_reason(seeded):
 
 
 @pytest.mark.django_db
-def test_running_twice_creates_nothing_new(settings):
-    """A second run finds every row and leaves every count, history included, as it was."""
-    settings.DEMO_PASSWORD = DEMO_PASSWORD
-    seed()
+def test_running_twice_creates_nothing_new(seeded):
+    """A second run finds every row and leaves every count, history included, as it was:
+    no order, shipment or stock move is added either."""
     first = row_counts()
 
     second_output = seed()
 
     assert row_counts() == first
     assert "(0 new)" in second_output
+    assert "orders and shipments: " in second_output
+    assert chain.verify().ok
 
 
 @pytest.mark.django_db
-def test_a_changed_demo_password_is_applied_on_the_next_run(settings):
-    settings.DEMO_PASSWORD = DEMO_PASSWORD
-    seed()
+def test_a_changed_demo_password_is_applied_on_the_next_run(seeded, settings):
     settings.DEMO_PASSWORD = "another-demo-password"
 
     seed()
@@ -195,17 +310,16 @@ def test_a_changed_demo_password_is_applied_on_the_next_run(settings):
 def test_empty_demo_password_is_refused(settings):
     """Without DEMO_PASSWORD the command refuses in one line and seeds nothing."""
     settings.DEMO_PASSWORD = ""
+    before = row_counts()
     with pytest.raises(CommandError, match="DEMO_PASSWORD") as error:
         call_command("seed_demo", stdout=StringIO())
     assert "\n" not in str(error.value)
-    assert not Partner.objects.exists()
+    assert row_counts() == before
 
 
 @pytest.mark.django_db
-def test_a_foreign_user_under_a_demo_username_is_refused(settings):
+def test_a_foreign_user_under_a_demo_username_is_refused(seeded):
     """A user named like a demo login but with another role is not silently taken over."""
-    settings.DEMO_PASSWORD = DEMO_PASSWORD
-    seed()
     qa = User.objects.get(username="qa")
     qa.role = Role.PARTNER_USER
     qa._change_reason = "test: someone else's account"

@@ -3,17 +3,26 @@
 One manufacturer, three regional wholesalers, twenty pharmacies, two hospitals and a regulator,
 with their licences, sites and locations; storage classes, ten products, lots around today
 (one expired, one near expiry, one in quarantine) and stock at the manufacturer and the
-wholesalers; and one demo login per role, whose password is ``DEMO_PASSWORD``.
+wholesalers; supply agreements (manufacturer → each wholesaler, each wholesaler → the pharmacies
+and hospitals of its region) with price lists and monthly sales targets; four rounds of orders
+at both tiers taken through submission, confirmation, FEFO allocation, shipment and receipt,
+a few left open and one cancelled; and one demo login per role, whose password is
+``DEMO_PASSWORD``.
+
+The command lives in ``integrations``, at the edge of the dependency order, because it calls
+the services of every app (``batches`` may not import ``orders``).
 
 Every regulated row is written by a service, so each one has a history row naming its actor and
 its reason; each released lot carries the demo QA officer's electronic signature. A second
-run finds every row by its natural key (GLN, GTIN, lot number, username) and creates nothing
-twice; stock is posted only where the lot has no moves yet.
+run finds every row by its natural key (GLN, GTIN, lot number, username, supplier–customer
+pair) and creates nothing twice; stock is posted only where the lot has no moves yet, and the
+orders are placed only when no demo order (``customer_reference`` starting ``DEMO-PO-``) exists.
 """
 
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime
 import random
 import time
@@ -31,7 +40,19 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from batches import services as batch_services
-from batches.models import Batch, BatchStatus, ControlledSchedule, Product, StockMove, StorageClass
+from batches.models import (
+    Batch,
+    BatchStatus,
+    ControlledSchedule,
+    MoveKind,
+    Product,
+    StockMove,
+    StorageClass,
+)
+from integrations import receivers
+from orders import services as order_services
+from orders.models import Agreement, AgreementPrice, Order, SalesTarget, Shipment
+from orders.signals import business_event
 from partners import services as partner_services
 from partners.models import (
     Licence,
@@ -45,6 +66,7 @@ from partners.models import (
     Site,
     User,
 )
+from partners.selectors import partner_may_receive
 from pharmadms.exceptions import ApplicationError
 
 # Every random choice (identifiers, date jitter) comes from generators seeded with these, so two
@@ -52,6 +74,8 @@ from pharmadms.exceptions import ApplicationError
 IDENTIFIER_SEED = 20260115
 DATE_SEED = 20260116
 NEAR_EXPIRY_DAYS = 90
+ORDER_SEED = 20260117
+DEMO_ORDER_MARKER = "DEMO-PO-"  # customer_reference prefix of every order the seed places
 SYSTEM_USERNAME = "system"
 SETUP = "demo network setup"
 
@@ -334,15 +358,87 @@ DEMO_USERS = [
     UserSpec("pharmacy", Role.PARTNER_USER, "pharmacy-01", "Samuel", "Okafor"),
     UserSpec("regulator", Role.REGULATOR, "regulator", "Helen", "Brandt"),
 ]
-# The wholesalers' warehouse staff post their opening balances; they do not sign in.
+# The wholesalers' warehouse staff post their opening balances, dispatch and check goods in;
+# the order desks of the manufacturer and of the wholesalers without a demo login sell; one
+# buyer per pharmacy and hospital orders and checks deliveries in. None of them signs in.
 STAFF_USERS = [
-    UserSpec(f"{key}.warehouse", Role.WAREHOUSE_OPERATOR, key, first, last, can_sign_in=False)
-    for key, first, last in [
-        ("hudson", "Tom", "Becker"),
-        ("greatlakes", "Aisha", "Grant"),
-        ("peachtree", "Luis", "Moreno"),
-    ]
+    *(
+        UserSpec(f"{key}.warehouse", Role.WAREHOUSE_OPERATOR, key, first, last, can_sign_in=False)
+        for key, first, last in [
+            ("hudson", "Tom", "Becker"),
+            ("greatlakes", "Aisha", "Grant"),
+            ("peachtree", "Luis", "Moreno"),
+        ]
+    ),
+    *(
+        UserSpec(f"{key}.orderdesk", Role.ORDER_DESK, key, first, last, can_sign_in=False)
+        for key, first, last in [
+            ("manufacturer", "Grace", "Albright"),
+            ("greatlakes", "Owen", "Mercer"),
+            ("peachtree", "Tanya", "Holloway"),
+        ]
+    ),
 ]
+BUYER_FIRST_NAMES = ["Ana", "Ben", "Chloe", "David", "Elif", "Farah", "George", "Hana", "Ivan",
+                     "Jada", "Kofi", "Lucia", "Mateo", "Nadia", "Omar", "Paula", "Quinn", "Rosa",
+                     "Sean", "Tara", "Uma"]  # fmt: skip
+BUYER_LAST_NAMES = ["Novak", "Reyes", "Lindqvist", "Chen", "Adeyemi", "Bauer", "Costa", "Dubois",
+                    "Evans", "Fischer", "Gupta", "Haddad", "Ito", "Jensen", "Kim", "Larsen",
+                    "Moreau", "Nakamura", "Ortiz", "Petrov", "Quist"]  # fmt: skip
+# Who sells for each supplier (the demo order desk for Hudson Valley), and who buys and checks
+# goods in for each wholesaler.
+SELLER_DESKS = {
+    "manufacturer": "manufacturer.orderdesk",
+    "hudson": "orderdesk",
+    "greatlakes": "greatlakes.orderdesk",
+    "peachtree": "peachtree.orderdesk",
+}
+WHOLESALER_OF_REGION = {"US-NY": "hudson", "US-OH": "greatlakes", "US-GA": "peachtree"}
+
+# Wholesale acquisition cost per pack (USD) under the manufacturer's agreements; wholesalers
+# sell on at a markup. Frozen mRNA vaccine stays with the manufacturer (no wholesaler freezer).
+LIST_PRICES = {
+    "flu": Decimal("182.50"),
+    "hepb": Decimal("597.00"),
+    "pcv": Decimal("2459.00"),
+    "glargine": Decimal("98.40"),
+    "aspart": Decimal("72.10"),
+    "adalimumab": Decimal("6922.00"),
+    "metformin": Decimal("8.90"),
+    "atorvastatin": Decimal("6.75"),
+    "oxycodone": Decimal("41.20"),
+}
+WHOLESALE_MARKUP = Decimal("1.08")
+MANUFACTURER_MIN_SHELF_LIFE_DAYS = 180
+WHOLESALER_MIN_SHELF_LIFE_DAYS = 60
+# Packs a pharmacy orders of a product on one line (a hospital twice that; a wholesaler ten times).
+PHARMACY_LINE_PACKS = {
+    "flu": (5, 25),
+    "hepb": (1, 6),
+    "pcv": (1, 4),
+    "glargine": (2, 10),
+    "aspart": (2, 12),
+    "adalimumab": (1, 3),
+    "metformin": (2, 10),
+    "atorvastatin": (3, 15),
+    "oxycodone": (1, 3),
+}
+ORDER_ROUNDS = 4  # one round a month, the last one this month
+
+
+# One buyer per pharmacy and hospital; the first pharmacy's buyer is the demo "pharmacy" login.
+BUYER_USERS = [
+    UserSpec(f"{key}.buyer", Role.PARTNER_USER, key, first, last, can_sign_in=False)
+    for key, first, last in zip(
+        [f"pharmacy-{n:02d}" for n in range(2, len(PHARMACIES) + 1)]
+        + [f"hospital-{n:02d}" for n in range(1, len(HOSPITALS) + 1)],
+        BUYER_FIRST_NAMES,
+        BUYER_LAST_NAMES,
+        strict=True,
+    )
+]
+CARRIERS = ["ColdChain Express", "Medline Freight", "PharmaLogix Courier"]
+INTEGRATIONS_RECEIVER = "integrations.on_business_event"
 
 
 def _locations(*specs: tuple[str, str, str]) -> list[LocationSpec]:
@@ -474,6 +570,7 @@ class NetworkPlan:
                     ("SHELF", "Dispensary shelves, 15–25 °C", LocationKind.STORAGE),
                     ("FRIDGE", "Pharmacy refrigerator, 2–8 °C", LocationKind.STORAGE),
                     *([("SAFE", "CII safe", LocationKind.STORAGE)] if dea else []),
+                    ("QUAR", "Quarantine bin, segregated", LocationKind.QUARANTINE),
                     ("RET", "Returns tote, segregated", LocationKind.RETURNS),
                 ),
             )
@@ -590,6 +687,8 @@ class DemoSeeder:
         self.found: Counter[str] = Counter()
         self.partners: dict[str, Partner] = {}
         self.locations: dict[tuple[str, str], Location] = {}
+        self.sites: dict[str, Site] = {}
+        self.agreements: dict[tuple[str, str], Agreement] = {}
         self.users: dict[str, User] = {}
         self.storage_classes: dict[str, StorageClass] = {}
         self.products: dict[str, Product] = {}
@@ -597,6 +696,7 @@ class DemoSeeder:
         self.system: User | None = None
         self._password_hash: str | None = None
         self._checked_hashes: dict[str, bool] = {}
+        self._licensed: dict[tuple[str, str, datetime.date], bool] = {}
 
     def stages(self) -> Iterator[tuple[str, Callable[[], str]]]:
         yield "platform account", self.seed_system_account
@@ -605,15 +705,18 @@ class DemoSeeder:
         yield "storage classes and products", self.seed_catalogue
         yield "lots and manufacturer stock", self.seed_lots
         yield "wholesaler opening balances", self.seed_wholesaler_stock
+        yield "agreements, price lists and sales targets", self.seed_agreements
+        yield "orders and shipments", self.seed_orders
 
     def run(self) -> None:
         stages = list(self.stages())
-        for number, (title, work) in enumerate(stages, start=1):
-            started = time.monotonic()
-            with transaction.atomic():
-                summary = work()
-            elapsed = time.monotonic() - started
-            self.say(f"[{number}/{len(stages)}] {title}: {summary} ({elapsed:.1f} s)")
+        with business_events_muted():
+            for number, (title, work) in enumerate(stages, start=1):
+                started = time.monotonic()
+                with transaction.atomic():
+                    summary = work()
+                elapsed = time.monotonic() - started
+                self.say(f"[{number}/{len(stages)}] {title}: {summary} ({elapsed:.1f} s)")
 
     def _note(self, what: str, created: bool) -> None:
         (self.created if created else self.found)[what] += 1
@@ -706,6 +809,7 @@ class DemoSeeder:
                 country="US",
             )
         self._note("sites", created=site_created)
+        self.sites[spec.key] = site
         for location_spec in spec.locations:
             location = Location.objects.filter(site=site, code=location_spec.code).first()
             location_created = location is None
@@ -724,7 +828,7 @@ class DemoSeeder:
     # stage 3 -----------------------------------------------------------------------------
 
     def seed_users(self) -> str:
-        for spec in [*DEMO_USERS, *STAFF_USERS]:
+        for spec in [*DEMO_USERS, *STAFF_USERS, *BUYER_USERS]:
             self.users[spec.username] = self._ensure_user(spec)
         summary = self._tally("users")
         if self.created["passwords reset"]:
@@ -932,6 +1036,350 @@ class DemoSeeder:
                 )
                 moves += 1
         return f"{moves} receipts posted at {len(WHOLESALERS)} wholesalers"
+
+    # stage 7 -----------------------------------------------------------------------------
+
+    def _agreement_period(self) -> tuple[datetime.date, datetime.date]:
+        """Two years from the first of the month half a year ago: every order round lies in it."""
+        start = add_months(self.plan.today.replace(day=1), -6)
+        return start, add_months(start, 24) - datetime.timedelta(days=1)
+
+    def _trade_pairs(self) -> list[tuple[str, str]]:
+        """(supplier key, customer key): the manufacturer supplies each wholesaler, and each
+        wholesaler the pharmacies and hospitals of its region."""
+        pairs = [("manufacturer", key) for key, *_ in WHOLESALERS]
+        pairs += [
+            (WHOLESALER_OF_REGION[spec.region], spec.key)
+            for spec in self.plan.partners
+            if spec.kind in (PartnerKind.PHARMACY, PartnerKind.HOSPITAL)
+        ]
+        return pairs
+
+    def _may_receive(self, partner_key: str, product_key: str, *days: datetime.date) -> bool:
+        """The licence check the order rules make, asked once per partner, product and day."""
+        for day in days:
+            key = (partner_key, product_key, day)
+            if key not in self._licensed:
+                self._licensed[key] = partner_may_receive(
+                    partner=self.partners[partner_key], product=self.products[product_key], on=day
+                ).allowed
+            if self._licensed[key]:
+                return True
+        return False
+
+    def _price_list(self, supplier_key: str, customer_key: str) -> dict[str, Decimal]:
+        """The products the supplier can stock and the customer is licensed for (now, or when the
+        agreement began: a lapsed licence does not rewrite the price list), at the tier's price."""
+        today, (valid_from, _) = self.plan.today, self._agreement_period()
+        prices = {}
+        for key, price in LIST_PRICES.items():
+            if supplier_key != "manufacturer" and not self._may_receive(supplier_key, key, today):
+                continue
+            if not self._may_receive(customer_key, key, today, valid_from):
+                continue
+            prices[key] = (
+                price
+                if supplier_key == "manufacturer"
+                else (price * WHOLESALE_MARKUP).quantize(Decimal("0.01"))
+            )
+        return prices
+
+    def seed_agreements(self) -> str:
+        valid_from, valid_until = self._agreement_period()
+        month = self.plan.today.replace(day=1)
+        months = [add_months(month, n) for n in range(1 - ORDER_ROUNDS, 3)]
+        for supplier_key, customer_key in self._trade_pairs():
+            supplier, customer = self.partners[supplier_key], self.partners[customer_key]
+            desk = self.users[SELLER_DESKS[supplier_key]]
+            wholesale = supplier_key == "manufacturer"
+            agreement = (
+                Agreement.objects.filter(supplier=supplier, customer=customer)
+                .order_by("valid_from")
+                .first()
+            )
+            created = agreement is None
+            if created:
+                agreement = order_services.agreement_create(
+                    supplier=supplier,
+                    customer=customer,
+                    territory=[customer.region],
+                    valid_from=valid_from,
+                    valid_until=valid_until,
+                    min_remaining_shelf_life_days=(
+                        MANUFACTURER_MIN_SHELF_LIFE_DAYS
+                        if wholesale
+                        else WHOLESALER_MIN_SHELF_LIFE_DAYS
+                    ),
+                    actor=desk,
+                    reason=f"{SETUP}: supply agreement with {customer.name} signed",
+                )
+            self._note("agreements", created=created)
+            self.agreements[supplier_key, customer_key] = agreement
+
+            prices = self._price_list(supplier_key, customer_key)
+            priced = set(
+                AgreementPrice.objects.filter(agreement=agreement).values_list(
+                    "product_id", flat=True
+                )
+            )
+            for key, price in prices.items():
+                product = self.products[key]
+                if product.pk not in priced:
+                    order_services.agreement_set_price(
+                        agreement=agreement,
+                        product=product,
+                        unit_price=price,
+                        currency="USD",
+                        actor=desk,
+                        reason=f"{SETUP}: price list of the agreement with {customer.name}",
+                    )
+                self._note("prices", created=product.pk not in priced)
+
+            # Monthly targets: the agreement's value, and per product units for a wholesaler.
+            factor = 10 if wholesale else 2 if customer.kind == PartnerKind.HOSPITAL else 1
+            targets: list[tuple[Product | None, int | None, Decimal | None]] = [
+                (
+                    None,
+                    None,
+                    (
+                        sum(
+                            (
+                                price * _mid(PHARMACY_LINE_PACKS[key]) * factor
+                                for key, price in prices.items()
+                            ),
+                            Decimal(0),
+                        )
+                        / 2  # not every product is ordered every month
+                    ).quantize(Decimal("0.01")),
+                )
+            ]
+            if wholesale:
+                targets += [
+                    (self.products[key], _mid(PHARMACY_LINE_PACKS[key]) * factor, None)
+                    for key in prices
+                ]
+            existing = set(
+                SalesTarget.objects.filter(agreement=agreement).values_list(
+                    "period_start", "product_id"
+                )
+            )
+            for start in months:
+                for product, quantity, value in targets:
+                    new = (start, product.pk if product else None) not in existing
+                    if new:
+                        order_services.sales_target_set(
+                            agreement=agreement,
+                            period_start=start,
+                            period_end=end_of_month(start),
+                            product=product,
+                            target_quantity=quantity,
+                            target_value=value,
+                            actor=desk,
+                            reason=f"{SETUP}: {start:%B %Y} target agreed with {customer.name}",
+                        )
+                    self._note("sales targets", created=new)
+        return self._tally("agreements", "prices", "sales targets")
+
+    # stage 8 -----------------------------------------------------------------------------
+
+    def seed_orders(self) -> str:
+        """Four monthly rounds: each wholesaler replenishes from the manufacturer, then the
+        pharmacies and hospitals order from their wholesaler; each order is submitted, confirmed,
+        allocated FEFO, shipped and received. The last round leaves a few orders open (submitted,
+        allocated, in transit) and one is withdrawn.
+
+        The services stamp their own times, so every order carries today's timestamps; the
+        rounds are named by month in the customer reference and the reasons.
+        """
+        existing = Order.objects.filter(customer_reference__startswith=DEMO_ORDER_MARKER).count()
+        if existing:
+            return f"{existing} demo orders (0 new): the order history exists already"
+        rng = random.Random(ORDER_SEED)
+        today = self.plan.today
+        customers = [
+            spec.key
+            for spec in self.plan.partners
+            if spec.kind in (PartnerKind.PHARMACY, PartnerKind.HOSPITAL)
+        ]
+        outcome: Counter[str] = Counter()
+        for round_number in range(ORDER_ROUNDS):
+            month = add_months(today.replace(day=1), round_number - ORDER_ROUNDS + 1)
+            last_round = round_number == ORDER_ROUNDS - 1
+            for key, *_ in WHOLESALERS:
+                order = self._place(rng, "manufacturer", key, month, lines=3)
+                # In the last round Great Lakes' replenishment is still on the truck.
+                stop = "dispatched" if last_round and key == "greatlakes" else "received"
+                outcome[self._advance(rng, order, stop=stop)] += 1
+            placed = 0
+            for key in customers:
+                if rng.random() > 0.6 or not self._orderable(key):
+                    continue
+                supplier = self.agreements_supplier(key)
+                order = self._place(rng, supplier, key, month, lines=rng.randint(1, 3))
+                stop, receipt = "received", "full"
+                if last_round:
+                    # The month's last orders are still open; one is withdrawn by the buyer.
+                    stop = {0: "submitted", 1: "submitted", 2: "allocated", 3: "allocated",
+                            4: "dispatched", 5: "cancelled"}.get(placed, "received")  # fmt: skip
+                elif round_number == 1 and placed == 0:
+                    receipt = "damaged"
+                elif round_number == 2 and placed == 0:
+                    receipt = "short"
+                outcome[self._advance(rng, order, stop=stop, receipt=receipt)] += 1
+                placed += 1
+        orders = sum(outcome.values())
+        self.created["orders"] += orders
+        states = ", ".join(f"{count} {state}" for state, count in sorted(outcome.items()))
+        shipments = Shipment.objects.filter(order__customer_reference__startswith=DEMO_ORDER_MARKER)
+        return f"{orders} orders ({orders} new): {states}; {shipments.count()} shipments"
+
+    def agreements_supplier(self, customer_key: str) -> str:
+        return next(s for s, c in self.agreements if c == customer_key)
+
+    def _orderable(self, customer_key: str) -> bool:
+        """A customer whose licence has lapsed cannot order today."""
+        return any(
+            self._may_receive(customer_key, key, self.plan.today)
+            for key in self._price_list(self.agreements_supplier(customer_key), customer_key)
+        )
+
+    def _buyer(self, partner_key: str) -> User:
+        if partner_key in SELLER_DESKS:
+            return self.users[SELLER_DESKS[partner_key]]
+        return self.users["pharmacy" if partner_key == "pharmacy-01" else f"{partner_key}.buyer"]
+
+    def _warehouse(self, partner_key: str) -> User:
+        return self.users[
+            "warehouse" if partner_key == "manufacturer" else f"{partner_key}.warehouse"
+        ]
+
+    def _place(
+        self, rng: random.Random, supplier_key: str, customer_key: str, month, *, lines: int
+    ) -> Order:
+        agreement = self.agreements[supplier_key, customer_key]
+        customer = self.partners[customer_key]
+        today = self.plan.today
+        priced = [
+            key
+            for key in self._price_list(supplier_key, customer_key)
+            if self._may_receive(customer_key, key, today)
+        ]
+        factor = (
+            10
+            if customer.kind == PartnerKind.WHOLESALER
+            else 2
+            if customer.kind == PartnerKind.HOSPITAL
+            else 1
+        )
+        chosen = rng.sample(priced, min(lines, len(priced)))
+        self.created["order lines"] += len(chosen)
+        sequence = self.created["orders placed"] = self.created["orders placed"] + 1
+        return order_services.order_create(
+            buyer=customer,
+            seller=agreement.supplier,
+            ship_to=self.sites[customer_key],
+            lines=[
+                {
+                    "product": self.products[key],
+                    "quantity": rng.randint(*PHARMACY_LINE_PACKS[key]) * factor,
+                }
+                for key in chosen
+            ],
+            actor=self._buyer(customer_key),
+            reason=f"{month:%B %Y} order to {agreement.supplier.name}",
+            customer_reference=f"{DEMO_ORDER_MARKER}{month:%Y%m}-{sequence:04d}",
+        )
+
+    def _advance(
+        self, rng: random.Random, order: Order, *, stop: str, receipt: str = "full"
+    ) -> str:
+        """Take ``order`` through its life up to ``stop``; answer the state it was left in."""
+        seller_key = next(k for k, p in self.partners.items() if p.pk == order.seller_id)
+        buyer_key = next(k for k, p in self.partners.items() if p.pk == order.buyer_id)
+        buyer, desk = self._buyer(buyer_key), self.users[SELLER_DESKS[seller_key]]
+        seller_warehouse = self._warehouse(seller_key)
+        order = order_services.order_submit(order=order, actor=buyer, reason="order sent")
+        if stop in ("submitted", "cancelled"):
+            if stop == "cancelled":
+                order_services.order_cancel(
+                    order=order, actor=buyer, reason="withdrawn: ordered twice by mistake"
+                )
+            return stop
+        order = order_services.order_confirm(
+            order=order, actor=desk, reason="order accepted: licence and agreement checked"
+        )
+        order = order_services.order_allocate(order=order, actor=desk, reason="FEFO allocation")
+        if stop == "allocated" or not any(line.quantity_allocated for line in order.lines.all()):
+            return "allocated"
+        shipment = order_services.shipment_create_from_order(
+            order=order,
+            actor=seller_warehouse,
+            reason="picking list printed",
+            carrier=rng.choice(CARRIERS),
+            tracking_number=f"1Z{rng.randint(10**9, 10**10 - 1)}",
+        )
+        shipment = order_services.shipment_dispatch(
+            shipment=shipment, actor=seller_warehouse, reason="handed to the carrier"
+        )
+        if stop == "dispatched":
+            return "in transit"
+        lines = list(shipment.lines.order_by("id"))
+        entries = [
+            {"line": line.pk, "received_quantity": line.quantity, "damaged_quantity": 0}
+            for line in lines
+        ]
+        if receipt == "damaged" and lines[0].quantity > 1:
+            entries[0]["received_quantity"] -= 1
+            entries[0]["damaged_quantity"] = 1
+        elif receipt == "short" and lines[0].quantity > 1:
+            entries[0]["received_quantity"] -= 1
+        receiver = self._warehouse(buyer_key) if buyer_key in SELLER_DESKS else buyer
+        order_services.shipment_receive(
+            shipment=shipment, lines=entries, actor=receiver, reason="goods checked in"
+        )
+        if buyer_key in SELLER_DESKS:
+            self._put_away(buyer_key, shipment)
+        return "received"
+
+    def _put_away(self, partner_key: str, shipment: Shipment) -> None:
+        """A receipt lands in the site's first storage location; move each product to its own
+        (ambient goods to the warehouse, controlled ones to the vault)."""
+        moves = StockMove.objects.filter(
+            reference=f"shipment:{shipment.number}",
+            kind=MoveKind.DELIVERY,
+            to_location__kind=LocationKind.STORAGE,
+        ).select_related("batch", "to_location")
+        specs = {self.products[spec.key].pk: spec for spec in PRODUCTS}
+        for move in moves:
+            spec = specs[move.batch.product_id]
+            target = self._storage_for(partner_key, spec)
+            if target.pk != move.to_location_id:
+                batch_services.stock_transfer(
+                    batch=move.batch,
+                    from_location=move.to_location,
+                    to_location=target,
+                    quantity=move.quantity,
+                    actor=self._warehouse(partner_key),
+                    reason=f"put-away of lot {move.batch.lot_number} after receipt",
+                    reference=move.reference,
+                )
+
+
+def _mid(bounds: tuple[int, int]) -> int:
+    return (bounds[0] + bounds[1] + 1) // 2
+
+
+@contextlib.contextmanager
+def business_events_muted() -> Iterator[None]:
+    """Announce none of the seeded history: the demo partners' contacts are fictitious, and
+    hundreds of event e-mails (console or SMTP) and webhook lookups would be the seed's run time.
+    The integrations receiver is connected again afterwards, failure or not."""
+    muted = business_event.disconnect(dispatch_uid=INTEGRATIONS_RECEIVER)
+    try:
+        yield
+    finally:
+        if muted:
+            business_event.connect(receivers.on_business_event, dispatch_uid=INTEGRATIONS_RECEIVER)
 
 
 class Command(BaseCommand):
