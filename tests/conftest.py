@@ -119,6 +119,24 @@ def build_network() -> Network:
 
 
 @pytest.fixture(autouse=True)
+def _tasks_in_process(request):
+    """Run Celery tasks in-process, as the embedded default does, even when CI sets a broker:
+    no worker consumes the test broker's default queue. Tests marked ``real_broker`` prove the
+    broker path with a worker of their own."""
+    from pharmadms.celery import app as celery_app
+
+    if request.node.get_closest_marker("real_broker"):
+        yield
+        return
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
 def _empty_cache():
     """Throttle counters live in the cache: each test starts with none."""
     from django.core.cache import cache

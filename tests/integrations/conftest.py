@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from partners.models import Role
-from pharmadms import celery_app
 from tests.factories import UserFactory
 
 
@@ -104,22 +103,6 @@ def _webhook_settings(settings):
     settings.WEBHOOK_TIMEOUT_SECONDS = 3
     settings.WEBHOOK_MAX_ATTEMPTS = 3
     settings.WEBHOOK_BACKOFF_SECONDS = 0.05
-
-
-@pytest.fixture(autouse=True)
-def _tasks_in_process(request):
-    """Run tasks in-process, as the embedded default does, even when CI sets a broker: nobody
-    consumes the test broker's default queue. The broker path is proven by
-    test_real_worker.py, which opts out by using the ``real_worker`` fixture."""
-    if "real_worker" in request.fixturenames:
-        yield
-        return
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        celery_app.conf.task_always_eager = previous
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from .conftest import verify_signature
 from .test_webhook_delivery import PAYLOAD, register
 
 TIMEOUT_SECONDS = 20
+pytestmark = pytest.mark.real_broker  # tasks go through the broker, not in-process
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from pharmadms import celery_app
 from pharmadms.celery import ping
 
 TIMEOUT_SECONDS = 10
+pytestmark = pytest.mark.real_broker  # tasks go through the broker, not in-process
 
 
 # --- Celery ----------------------------------------------------------------------------------
