@@ -9,6 +9,7 @@ never lacks one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import hashlib
@@ -153,7 +154,13 @@ def append(
     ``head`` is the (sequence, previous hash) pair that the caller took with ADVANCE_HEAD in
     this same transaction, when it folded that into a statement of its own.
     """
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    # Inside the sealed write's transaction already (the rule); open one only when called bare.
+    in_transaction = (
+        transaction.atomic(savepoint=False)
+        if not connection.in_atomic_block
+        else (contextlib.nullcontext())
+    )
+    with in_transaction, connection.cursor() as cursor:
         sequence, previous_hash = head or _advance_head(cursor)
         user_id = getattr(user, "pk", None)
         values: dict[str, Any] = {

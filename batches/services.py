@@ -437,15 +437,16 @@ def stock_post_move(
         target.on_hand += quantity
         changed.append(target)
 
+    # Ids, not instances: the ledger's hot path skips the related-object descriptors.
     move = StockMove(
-        batch=batch,
+        batch_id=batch.pk,
         quantity=quantity,
         kind=kind,
-        from_location=from_location,
-        to_location=to_location,
+        from_location_id=from_location.pk if from_location else None,
+        to_location_id=to_location.pk if to_location else None,
         reference=reference,
         reason=reason,
-        user=actor,
+        user_id=actor.pk,
         created_at=now,
     )
     values = [
