@@ -312,13 +312,14 @@ def sales_target_set(
 # --- orders --------------------------------------------------------------------------------
 
 
-def _next_order_number(today: datetime.date) -> str:
-    """Take the next number of the year under the counter's row lock (before any sealed write)."""
-    counter, _ = OrderNumberCounter.objects.get_or_create(year=today.year)
-    counter = OrderNumberCounter.objects.select_for_update().get(pk=counter.pk)
+def _next_number(counter_model, prefix: str, today: datetime.date) -> str:
+    """Take the next document number of the year, e.g. SO-2026-000123, under the counter's row
+    lock: callers take it before their first sealed write (the chain-head lock order)."""
+    counter, _ = counter_model.objects.get_or_create(year=today.year)
+    counter = counter_model.objects.select_for_update().get(pk=counter.pk)
     counter.last_number += 1
     counter.save(update_fields=["last_number"])
-    return f"SO-{today.year}-{counter.last_number:06d}"
+    return f"{prefix}-{today.year}-{counter.last_number:06d}"
 
 
 def _line_quantity(value: Any) -> int:
@@ -381,7 +382,9 @@ def order_create(
             raise RuleViolation(f"{product.name} is no longer sold", code="product_inactive")
         seen.add(product.pk)
 
-    number = _next_order_number(timezone.localdate())  # a lock, taken before the first seal
+    number = _next_number(
+        OrderNumberCounter, "SO", timezone.localdate()
+    )  # a lock, taken before the first seal
     order = create_with_reason(
         Order,
         actor=actor,
@@ -638,15 +641,6 @@ DISPATCH_ROLES = (Role.WAREHOUSE_OPERATOR, Role.ADMIN)
 RECEIVE_ROLES = (Role.WAREHOUSE_OPERATOR, Role.PARTNER_USER, Role.ADMIN)
 
 
-def _next_shipment_number(today: datetime.date) -> str:
-    """Take the next number of the year under the counter's row lock (before any sealed write)."""
-    counter, _ = ShipmentNumberCounter.objects.get_or_create(year=today.year)
-    counter = ShipmentNumberCounter.objects.select_for_update().get(pk=counter.pk)
-    counter.last_number += 1
-    counter.save(update_fields=["last_number"])
-    return f"SH-{today.year}-{counter.last_number:06d}"
-
-
 def _shipment_transition(shipment: Shipment, target: str) -> None:
     if target not in SHIPMENT_TRANSITIONS.get(shipment.status, frozenset()):
         raise RuleViolation(
@@ -790,7 +784,7 @@ def shipment_create_from_order(
             code="allocations_across_sites",
         )
     (from_site,) = sites
-    number = _next_shipment_number(timezone.localdate())
+    number = _next_number(ShipmentNumberCounter, "SH", timezone.localdate())
     shipment = create_with_reason(
         Shipment,
         actor=actor,
@@ -1098,15 +1092,6 @@ RETURN_SOURCE_KINDS = frozenset(
 )
 
 
-def _next_return_number(today: datetime.date) -> str:
-    """Take the next number of the year under the counter's row lock (before any sealed write)."""
-    counter, _ = ReturnNumberCounter.objects.get_or_create(year=today.year)
-    counter = ReturnNumberCounter.objects.select_for_update().get(pk=counter.pk)
-    counter.last_number += 1
-    counter.save(update_fields=["last_number"])
-    return f"RT-{today.year}-{counter.last_number:06d}"
-
-
 def _return_transition(ret: ReturnRequest, target: str) -> None:
     if target not in RETURN_TRANSITIONS.get(ret.status, frozenset()):
         raise RuleViolation(
@@ -1282,7 +1267,9 @@ def return_request_create(
         )
     _check_available(planned)
 
-    number = _next_return_number(timezone.localdate())  # a lock, taken before the first seal
+    number = _next_number(
+        ReturnNumberCounter, "RT", timezone.localdate()
+    )  # a lock, taken before the first seal
     ret = create_with_reason(
         ReturnRequest,
         actor=actor,
