@@ -220,7 +220,7 @@ def profile(writes: int, partner, actor) -> None:
     audited_writes(writes, partner, actor)
     profiler.disable()
     out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+    stats = pstats.Stats(profiler, stream=out).sort_stats(__import__("os").environ.get("BENCH_SORT", "cumulative"))
     stats.print_stats(40)
     print(f"profile of {writes} writes with history and seal (cumulative seconds):")
     print(out.getvalue())
