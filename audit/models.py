@@ -30,11 +30,17 @@ class AuditEntry(models.Model):
     sequence = models.BigIntegerField(unique=True)
     source = models.CharField(max_length=100, help_text="label of the sealed table, or 'event'")
     record_id = models.BigIntegerField(null=True, help_text="primary key of the sealed row")
-    object_model = models.CharField(max_length=100, db_index=True)
-    object_id = models.CharField(max_length=64, blank=True, db_index=True)
-    action = models.CharField(max_length=16, choices=AuditAction.choices, db_index=True)
+    object_model = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=64, blank=True)
+    action = models.CharField(max_length=16, choices=AuditAction.choices)
+    # No database constraint: users are never deleted (deactivated instead), the entry keeps the
+    # username beside the id, and a foreign-key check at every commit would slow every write.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        related_name="+",
+        db_constraint=False,
     )
     username = models.CharField(max_length=150, blank=True)
     partner_id = models.BigIntegerField(null=True, db_index=True, help_text="the actor's partner")
@@ -43,12 +49,18 @@ class AuditEntry(models.Model):
     payload = models.JSONField(null=True, blank=True, help_text="content of an event")
     content_hash = models.CharField(max_length=64)
     previous_hash = models.CharField(max_length=64)
-    entry_hash = models.CharField(max_length=64, unique=True)
+    # Not unique by constraint: the unique sequence already makes every entry's hash distinct.
+    entry_hash = models.CharField(max_length=64)
 
     class Meta:
         ordering = ["sequence"]
         verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["source", "record_id"])]
+        # Each index is written by every sealed write, so only those the viewer's filters use:
+        # one record's lineage (model and id), who, whose partner, when, and the sealed row.
+        indexes = [
+            models.Index(fields=["source", "record_id"]),
+            models.Index(fields=["object_model", "object_id"], name="audit_entry_object"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action} {self.object_model}:{self.object_id}"

@@ -12,7 +12,9 @@ from .models import AuditAction
 
 
 def seal_history_row(sender, history_instance, **kwargs) -> None:
-    chain.seal_history_row(history_instance)
+    # SealedHistoricalRecords wrote and sealed the row together; any other writer is sealed here.
+    if not getattr(history_instance, "_sealed", False):
+        chain.seal_history_row(history_instance)
 
 
 def _client(request) -> dict:

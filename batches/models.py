@@ -9,9 +9,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from simple_history.models import HistoricalRecords
 
-from audit.history import HistoryBypassRefused, RegulatedModel
+from audit.history import HistoricalRecords, HistoryBypassRefused, RegulatedModel
 from partners.models import Location, Partner, ProductCategory
 from pharmadms.identifiers import validate_gtin14
 

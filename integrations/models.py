@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
-from simple_history.models import HistoricalRecords
 
-from audit.history import RegulatedModel
+from audit.history import HistoricalRecords, RegulatedModel
 from partners.models import Partner
 
 

@@ -10,9 +10,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from simple_history.models import HistoricalRecords
 
-from audit.history import RegulatedModel
+from audit.history import HistoricalRecords, RegulatedModel
 from batches.models import Product
 from partners.models import Partner, Site
 

@@ -8,9 +8,8 @@ from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import Q
-from simple_history.models import HistoricalRecords
 
-from audit.history import RegulatedModel
+from audit.history import HistoricalRecords, RegulatedModel
 from pharmadms.identifiers import validate_gln
 
 
