@@ -75,10 +75,15 @@ def _canonical_value(model_field: models.Field | None, value: Any) -> Any:
 
 
 def row_content(instance: models.Model) -> dict[str, Any]:
-    """The canonical content of a row: every concrete column, as stored, in a stable form."""
+    """The canonical content of a row: every concrete column as stored, in a stable form, but
+    its own primary key. The key is the entry's ``record_id``, the link to the row; leaving it
+    out lets a history row and its seal be written in one statement (the key is drawn there).
+    Moving a seal to another row still shows: no two rows have the same content."""
+    pk = instance._meta.pk
     return {
         f.attname: _canonical_value(f, getattr(instance, f.attname))
         for f in instance._meta.concrete_fields
+        if f is not pk
     }
 
 
@@ -87,10 +92,35 @@ def content_hash(content: Any) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
+# What the entry hash covers besides the link (previous hash and sequence): everything but the
+# link to the sealed row, which points at what ``content_hash`` covers.
+_BODY = tuple(
+    name
+    for name in _COLUMNS
+    if name not in ("sequence", "previous_hash", "entry_hash", "payload", "record_id")
+)
+
+
+def _body_hash(values: dict[str, Any]) -> str:
+    body = {name: values[name] for name in _BODY}
+    body["occurred_at"] = _canonical_value(None, body["occurred_at"])
+    return content_hash(body)
+
+
+def link_hash(previous_hash: str, sequence: int, body_hash: str) -> str:
+    """The entry hash: SHA-256 of ``previous|sequence|body``; LINK_HASH_SQL computes the same."""
+    return hashlib.sha256(f"{previous_hash}|{sequence}|{body_hash}".encode()).hexdigest()
+
+
+# link_hash() in PostgreSQL, over the head row being advanced (old values, as SET sees them).
+LINK_HASH_SQL = (
+    "encode(sha256(convert_to({table}.head_hash || '|' || ({table}.sequence + 1)::text"
+    " || '|' || %s, 'UTF8')), 'hex')"
+)
+
+
 def _entry_hash(values: dict[str, Any]) -> str:
-    covered = {name: values[name] for name in _COLUMNS if name not in ("entry_hash", "payload")}
-    covered["occurred_at"] = _canonical_value(None, covered["occurred_at"])
-    return content_hash(covered)
+    return link_hash(values["previous_hash"], values["sequence"], _body_hash(values))
 
 
 # --- appending -----------------------------------------------------------------------------
@@ -133,14 +163,19 @@ def _insert_entry(cursor, row: list, entry_hash: str, *, before: tuple[str, list
         first = f"row_written AS ({sql}), " if sql else ""
         cursor.execute(
             f"WITH {first}sealed AS ({insert} RETURNING entry_hash)"  # noqa: S608
-            f" UPDATE {_HEAD} SET head_hash = (SELECT entry_hash FROM sealed) WHERE id = 1",
+            f" UPDATE {_HEAD} SET previous_hash = head_hash,"
+            " head_hash = (SELECT entry_hash FROM sealed) WHERE id = 1",
             [*params, *row],
         )
     else:
         if before:
             cursor.execute(*before)
         cursor.execute(insert, row)
-        cursor.execute(f"UPDATE {_HEAD} SET head_hash = %s WHERE id = 1", [entry_hash])  # noqa: S608
+        cursor.execute(
+            f"UPDATE {_HEAD} SET previous_hash = head_hash, head_hash = %s"  # noqa: S608
+            " WHERE id = 1",
+            [entry_hash],
+        )
 
 
 def _entry_row(
@@ -157,8 +192,8 @@ def _entry_row(
     reason: str,
     content: Any,
     payload: Any = None,
-) -> tuple[list, str]:
-    """The entry's column values, in _COLUMNS order, and its hash."""
+) -> tuple[list, str, str]:
+    """The entry's column values, in _COLUMNS order, its hash, and the hash of its body."""
     values: dict[str, Any] = {
         "sequence": sequence,
         "source": source,
@@ -175,11 +210,12 @@ def _entry_row(
         "content_hash": content_hash(content),
         "previous_hash": previous_hash,
     }
-    entry_hash = values["entry_hash"] = _entry_hash(values)
+    body_hash = _body_hash(values)
+    entry_hash = values["entry_hash"] = link_hash(previous_hash, sequence, body_hash)
     row = [values[name] for name in _COLUMNS]
     row[_COLUMNS.index("occurred_at")] = connection.ops.adapt_datetimefield_value(occurred_at)
     row[_COLUMNS.index("payload")] = None if payload is None else json.dumps(payload)
-    return row, entry_hash
+    return row, entry_hash, body_hash
 
 
 def _in_transaction():
@@ -210,7 +246,7 @@ def append(
     """
     with _in_transaction(), connection.cursor() as cursor:
         sequence, previous_hash = head or _advance_head(cursor)
-        row, entry_hash = _entry_row(
+        row, entry_hash, _ = _entry_row(
             sequence=sequence,
             previous_hash=previous_hash,
             source=source,
@@ -252,60 +288,93 @@ def seal_history_row(history_row: models.Model) -> int:
 
 
 class _HistoryInsert:
-    """The INSERT of one history model's rows, built once per model."""
+    """The statements that write one history model's rows with their seal, built once."""
 
     def __init__(self, model: type[models.Model]) -> None:
+        qn = connection.ops.quote_name
         meta = model._meta
         self.pk = meta.pk
         self.fields = [f for f in meta.concrete_fields if f is not meta.pk]
-        self.table = connection.ops.quote_name(meta.db_table)
-        self.next_id_sql = ""
-        if connection.vendor == "postgresql":  # the id is drawn with the chain head, see below
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_get_serial_sequence(%s, %s)", [meta.db_table, self.pk.column]
-                )
-                self.next_id_sql = f"nextval('{cursor.fetchone()[0]}')"
-            self.fields.insert(0, self.pk)
-        columns = ", ".join(connection.ops.quote_name(f.column) for f in self.fields)
+        columns = ", ".join(qn(f.column) for f in self.fields)
         marks = ", ".join(["%s"] * len(self.fields))
-        self.sql = f"INSERT INTO {self.table} ({columns}) VALUES ({marks})"  # noqa: S608
+        self.sql = (
+            f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608
+            f" RETURNING {qn(self.pk.column)}"
+        )
+        self.sealed_sql = self._sealed_sql() if connection.vendor == "postgresql" else ""
+
+    def _sealed_sql(self) -> str:
+        """PostgreSQL: advance the head, write the row and its entry, in one statement.
+
+        The head is advanced by an upsert (a flushed database has no head row yet) whose SET
+        sees the newest committed head under its row lock, and computes the entry hash there
+        (LINK_HASH_SQL), so nothing has to come back to Python in between. The entry is built
+        from what the head and the row's INSERT return."""
+        qn = connection.ops.quote_name
+        entry_fields = {f.column: f for f in AuditEntry._meta.concrete_fields}
+        taken = {
+            "sequence": "head.sequence",
+            "record_id": f"row_written.{qn(self.pk.column)}",
+            "previous_hash": "head.previous_hash",
+            "entry_hash": "head.head_hash",
+        }
+        select = ", ".join(
+            taken.get(name) or f"CAST(%s AS {entry_fields[name].db_type(connection)})"
+            for name in _COLUMNS
+        )
+        link = LINK_HASH_SQL.format(table="h")
+        return (
+            f"WITH head AS (INSERT INTO {_HEAD} AS h (id, sequence, previous_hash, head_hash)"  # noqa: S608
+            " VALUES (1, 1, %s, %s) ON CONFLICT (id) DO UPDATE SET sequence = h.sequence + 1,"
+            f" previous_hash = h.head_hash, head_hash = {link}"
+            " RETURNING sequence, previous_hash, head_hash),"
+            f" row_written AS ({self.sql})"
+            f" INSERT INTO {_ENTRIES} ({', '.join(_COLUMNS)}) SELECT {select}"
+            " FROM head, row_written RETURNING sequence, record_id"
+        )
 
     def params(self, row: models.Model) -> list:
         return [f.get_db_prep_save(f.pre_save(row, True), connection) for f in self.fields]
 
 
 _history_inserts: dict[type[models.Model], _HistoryInsert] = {}
+_TAKEN_IN_SQL = frozenset({"sequence", "record_id", "previous_hash", "entry_hash"})
 
 
 def insert_history_row(history_row: models.Model) -> int:
     """Write a new django-simple-history row and its seal together; returns the sequence.
 
     What ``history_row.save()`` followed by :func:`seal_history_row` does, in fewer round trips:
-    on PostgreSQL two statements (the chain head advanced, locked and the row's id drawn in one;
-    the row, its entry and the new head hash in one data-modifying CTE), on SQLite four cheap
+    on PostgreSQL one statement (see ``_HistoryInsert._sealed_sql``), on SQLite four cheap
     ones. The row is written exactly as the ORM would write it (each field's
-    ``get_db_prep_save``) and is sealed with the same content, so ``verify`` cannot tell the two
-    paths apart. The historical model's own pre_save/post_save signals are not sent (nothing in
-    the project listens to them; django-simple-history's signals are).
+    ``get_db_prep_save``) and sealed with the same content and the same hashes, so ``verify``
+    cannot tell the paths apart. The historical model's own pre_save/post_save signals are not
+    sent (nothing in the project listens to them; django-simple-history's signals are).
     """
     model = type(history_row)
     insert = _history_inserts.get(model)
     if insert is None:
         insert = _history_inserts[model] = _HistoryInsert(model)
+    seal = _history_seal(history_row)  # the row's key is not part of it: drawn below
     with _in_transaction(), connection.cursor() as cursor:
-        if insert.next_id_sql:
-            sequence, previous_hash, history_row.pk = _advance_head(cursor, insert.next_id_sql)
-            before = (insert.sql, insert.params(history_row))
+        if insert.sealed_sql:
+            # Sequence, link and record id are the database's to fill in; the body is ours.
+            row, _, body = _entry_row(sequence=0, previous_hash=GENESIS, **seal)
+            constants = [v for n, v in zip(_COLUMNS, row, strict=True) if n not in _TAKEN_IN_SQL]
+            first_link = link_hash(GENESIS, 1, body)  # when the chain starts with this entry
+            params = [GENESIS, first_link, body, *insert.params(history_row), *constants]
+            cursor.execute(insert.sealed_sql, params)
+            sequence, history_row.pk = cursor.fetchone()
         else:
-            cursor.execute(f"{insert.sql} RETURNING {insert.pk.column}", insert.params(history_row))
+            cursor.execute(insert.sql, insert.params(history_row))
             history_row.pk = cursor.fetchone()[0]
             sequence, previous_hash = _advance_head(cursor)
-            before = None
-        row, entry_hash = _entry_row(
-            sequence=sequence, previous_hash=previous_hash, **_history_seal(history_row)
-        )
-        _insert_entry(cursor, row, entry_hash, before=before)
+            row, entry_hash, _ = _entry_row(
+                sequence=sequence,
+                previous_hash=previous_hash,
+                **{**seal, "record_id": history_row.pk},
+            )
+            _insert_entry(cursor, row, entry_hash)
     history_row._state.adding = False
     history_row._state.db = connection.alias
     history_row._sealed = True

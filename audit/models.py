@@ -71,6 +71,9 @@ class ChainHead(models.Model):
 
     sequence = models.BigIntegerField(default=0)
     head_hash = models.CharField(max_length=64)
+    # The head hash before the last advance: what the last entry links to. Set with the advance
+    # itself, so a single statement can advance the head and write the entry that links to it.
+    previous_hash = models.CharField(max_length=64, default="0" * 64)
 
     def __str__(self) -> str:
         return f"head #{self.sequence} {self.head_hash[:12]}…"
