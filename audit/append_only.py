@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.apps import apps
 from django.db import connection as default_connection
 
-from .models import AuditEntry
+from .models import AuditEntry, ColumnSet
 
 TRIGGER = "pharmadms_append_only"
 
@@ -26,7 +26,7 @@ $$ LANGUAGE plpgsql
 
 
 def append_only_tables() -> list[str]:
-    tables = {AuditEntry._meta.db_table}
+    tables = {AuditEntry._meta.db_table, ColumnSet._meta.db_table}
     for model in apps.get_models():
         is_history = hasattr(model, "instance_type") and hasattr(model, "history_id")
         if is_history or getattr(model, "APPEND_ONLY", False):
@@ -62,7 +62,9 @@ def install(connection=default_connection) -> None:
 def on_post_migrate(sender, using="default", **kwargs) -> None:
     from django.db import connections
 
+    from .chain import record_column_sets
     from .models import ChainHead
 
     install(connections[using])
     ChainHead.objects.using(using).get_or_create(id=1, defaults={"head_hash": "0" * 64})
+    record_column_sets(using)

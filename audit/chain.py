@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from .models import AuditAction, AuditEntry, ChainHead
+from .models import AuditAction, AuditEntry, ChainHead, ColumnSet
 
 GENESIS = "0" * 64
 EVENT = "event"
@@ -45,6 +45,7 @@ _COLUMNS = (
     "reason",
     "payload",
     "content_hash",
+    "column_set",
     "previous_hash",
     "entry_hash",
 )
@@ -74,17 +75,80 @@ def _canonical_value(model_field: models.Field | None, value: Any) -> Any:
     return value
 
 
-def row_content(instance: models.Model) -> dict[str, Any]:
-    """The canonical content of a row: every concrete column as stored, in a stable form, but
-    its own primary key. The key is the entry's ``record_id``, the link to the row; leaving it
-    out lets a history row and its seal be written in one statement (the key is drawn there).
-    Moving a seal to another row still shows: no two rows have the same content."""
-    pk = instance._meta.pk
-    return {
-        f.attname: _canonical_value(f, getattr(instance, f.attname))
-        for f in instance._meta.concrete_fields
-        if f is not pk
-    }
+class UnknownColumns(LookupError):
+    """A seal or signature names a column set that is not on record, or a column now gone."""
+
+
+_column_sets: dict[type[models.Model], tuple[str, tuple[str, ...]]] = {}
+_fields_by_column: dict[type[models.Model], dict[str, models.Field]] = {}
+
+
+def column_set(model: type[models.Model]) -> tuple[str, tuple[str, ...]]:
+    """The digest and the columns a seal of ``model``'s rows covers now: every concrete column
+    but the primary key (the entry's ``record_id``, the link to the row; leaving it out lets a
+    history row and its seal be written in one statement, the key drawn there). Moving a seal to
+    another row still shows: no two rows have the same content."""
+    found = _column_sets.get(model)
+    if found is None:
+        pk = model._meta.pk
+        columns = tuple(sorted(f.attname for f in model._meta.concrete_fields if f is not pk))
+        found = _column_sets[model] = (content_hash([model._meta.label_lower, columns]), columns)
+    return found
+
+
+def columns_for(digest: str, model: type[models.Model]) -> tuple[str, ...]:
+    """The columns a seal or signature with column set ``digest`` covered (UnknownColumns if
+    none is on record or the record does not match its digest)."""
+    current_digest, current = column_set(model)
+    if digest in (current_digest, ""):  # "" : sealed before column sets were recorded
+        return current
+    recorded = ColumnSet.objects.filter(digest=digest).first()
+    if recorded is None or content_hash([recorded.source, recorded.columns]) != digest:
+        raise UnknownColumns(f"column set {digest[:12]}… is not on record")
+    return tuple(recorded.columns)
+
+
+def record_column_sets(using: str = "default") -> None:
+    """Record the column set of every model of the project (after each migrate): when a later
+    release changes a table, the seals and signatures made before still know their columns."""
+    rows = []
+    for model in apps.get_models():
+        if model._meta.app_label in _SEALED_APPS:
+            digest, columns = column_set(model)
+            rows.append(ColumnSet(digest=digest, source=model._meta.label_lower, columns=columns))
+    ColumnSet.objects.using(using).bulk_create(rows, ignore_conflicts=True)
+
+
+_SEALED_APPS = frozenset(
+    {"partners", "batches", "orders", "coldchain", "recalls", "audit", "integrations"}
+)
+
+
+def row_content(instance: models.Model, columns: Iterable[str] | None = None) -> dict[str, Any]:
+    """The canonical content of a row over ``columns`` (its table's column set now, by
+    default): each column as stored, in a stable form."""
+    model = type(instance)
+    if columns is None:
+        columns = column_set(model)[1]
+    fields = _fields_by_column.get(model)
+    if fields is None:
+        fields = _fields_by_column[model] = {f.attname: f for f in model._meta.concrete_fields}
+    content = {}
+    for name in columns:
+        field = fields.get(name)
+        if field is None:
+            raise UnknownColumns(f"column {name} was sealed but {model._meta.label} has it no more")
+        content[name] = _canonical_value(field, getattr(instance, name))
+    return content
+
+
+def content_hash_over(row: models.Model, digest: str) -> str | None:
+    """The hash of ``row``'s content now, over the columns of column set ``digest`` (what a
+    signature or seal made then covered); None when those columns are not known."""
+    try:
+        return content_hash(row_content(row, columns_for(digest, type(row))))
+    except UnknownColumns:
+        return None
 
 
 def content_hash(content: Any) -> str:
@@ -192,6 +256,7 @@ def _entry_row(
     reason: str,
     content: Any,
     payload: Any = None,
+    column_set: str = "",
 ) -> tuple[list, str, str]:
     """The entry's column values, in _COLUMNS order, its hash, and the hash of its body."""
     values: dict[str, Any] = {
@@ -208,6 +273,7 @@ def _entry_row(
         "reason": reason or "",
         "payload": payload,
         "content_hash": content_hash(content),
+        "column_set": column_set,
         "previous_hash": previous_hash,
     }
     body_hash = _body_hash(values)
@@ -237,6 +303,7 @@ def append(
     reason: str,
     content: Any,
     payload: Any = None,
+    column_set: str = "",
     head: tuple[int, str] | None = None,
 ) -> int:
     """Seal one row (or event) as the next link of the chain; returns its sequence number.
@@ -259,6 +326,7 @@ def append(
             reason=reason,
             content=content,
             payload=payload,
+            column_set=column_set,
         )
         _insert_entry(cursor, row, entry_hash)
     return sequence
@@ -279,6 +347,7 @@ def _history_seal(history_row: models.Model) -> dict[str, Any]:
         "occurred_at": history_row.history_date,
         "reason": history_row.history_change_reason or "",
         "content": row_content(history_row),
+        "column_set": column_set(type(history_row))[0],
     }
 
 
@@ -403,6 +472,7 @@ def seal_row(
         occurred_at=occurred_at,
         reason=reason,
         content=row_content(row),
+        column_set=column_set(type(row))[0],
         head=head,
     )
 
@@ -643,7 +713,11 @@ def _check_row(entry: AuditEntry, rows) -> Finding | None:
         return Finding(
             entry.sequence, "row_missing", f"{entry.source} row {entry.record_id} is gone"
         )
-    if content_hash(row_content(row)) != entry.content_hash:
+    try:
+        content = row_content(row, columns_for(entry.column_set, type(row)))
+    except UnknownColumns as unknown:
+        return Finding(entry.sequence, "content_changed", f"{entry.source}: {unknown}")
+    if content_hash(content) != entry.content_hash:
         return Finding(
             entry.sequence,
             "content_changed",

@@ -48,6 +48,8 @@ class AuditEntry(models.Model):
     reason = models.TextField(blank=True)
     payload = models.JSONField(null=True, blank=True, help_text="content of an event")
     content_hash = models.CharField(max_length=64)
+    # Which columns content_hash covers: the digest of a ColumnSet ("" for events).
+    column_set = models.CharField(max_length=64, blank=True)
     previous_hash = models.CharField(max_length=64)
     # Not unique by constraint: the unique sequence already makes every entry's hash distinct.
     entry_hash = models.CharField(max_length=64)
@@ -77,6 +79,26 @@ class ChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"head #{self.sequence} {self.head_hash[:12]}…"
+
+
+class ColumnSet(models.Model):
+    """The columns of a sealed (or signed) table at some point of its life.
+
+    A seal and a signature hash a row's content over the columns its table has at that moment,
+    and record which (the ``digest``). When a later release adds a column to the table, older
+    seals and signatures are still checked over the columns they covered. Every table's column
+    set is recorded here after each ``migrate`` (audit/append_only.py), and ``digest`` is the
+    hash of ``(source, columns)``, so a changed row here no longer matches what refers to it
+    (which is why it needs no chain entry of its own). Append-only (audit/append_only.py).
+    """
+
+    digest = models.CharField(max_length=64, unique=True)
+    source = models.CharField(max_length=100, help_text="label of the table's model")
+    columns = models.JSONField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.source} columns {self.digest[:12]}…"
 
 
 class SignatureMeaning(models.TextChoices):
@@ -111,6 +133,9 @@ class Signature(models.Model):
         null=True, help_text="history_id of the signed version of the record"
     )
     content_hash = models.CharField(max_length=64)
+    column_set = models.CharField(
+        max_length=64, blank=True, help_text="digest of the ColumnSet content_hash covers"
+    )
 
     class Meta:
         ordering = ["signed_at", "id"]

@@ -28,7 +28,7 @@ from django.db.models.functions import Cast
 
 from pharmadms.exceptions import InvalidInput, NotFound
 
-from .chain import EVENT, GENESIS, content_hash, row_content
+from .chain import EVENT, GENESIS, content_hash, content_hash_over, row_content
 from .history import history_diff
 from .models import AuditEntry, ChainHead, Signature
 from .services import SIGNATURE_CHANGED, SIGNATURE_VALID
@@ -149,16 +149,16 @@ def record_visible_to(user, model: type[models.Model], pk: Any) -> bool:
 # --- signatures ------------------------------------------------------------------------------
 
 
-def current_content_hashes(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The content hash of each record as it is now, by ``(model label, object id)``.
+def current_rows(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], models.Model]:
+    """Each record as it is now, by ``(model label, object id)``.
 
-    One query per model; a record that no longer exists (or a label that is not a model) has
-    no hash, and a signature on it can only be "changed after signature".
+    One query per model; a record that no longer exists (or a label that is not a model) is
+    missing, and a signature on it can only be "changed after signature".
     """
     wanted: dict[str, set[str]] = defaultdict(set)
     for label, object_id in keys:
         wanted[label].add(object_id)
-    hashes = {}
+    rows = {}
     for label, object_ids in wanted.items():
         try:
             model = apps.get_model(label)
@@ -171,14 +171,16 @@ def current_content_hashes(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, s
             except ValidationError:
                 continue
         for pk, row in model._base_manager.in_bulk(ids).items():
-            hashes[(label, str(pk))] = content_hash(row_content(row))
-    return hashes
+            rows[(label, str(pk))] = row
+    return rows
 
 
-def _status(signature: Signature, current_hashes: dict[tuple[str, str], str]) -> str:
-    """audit.services.signature_status, from hashes read in bulk: "valid" while the signed
-    record still has the content that was signed, else "changed after signature"."""
-    current = current_hashes.get((signature.object_model, signature.object_id))
+def _status(signature: Signature, rows: dict[tuple[str, str], models.Model]) -> str:
+    """audit.services.signature_status, from rows read in bulk: "valid" while the signed
+    record still has the content that was signed (over the columns signed), else "changed
+    after signature"."""
+    row = rows.get((signature.object_model, signature.object_id))
+    current = None if row is None else content_hash_over(row, signature.column_set)
     return SIGNATURE_VALID if current == signature.content_hash else SIGNATURE_CHANGED
 
 
@@ -188,9 +190,9 @@ def signature_list_for_record(*, record: models.Model) -> list[Signature]:
     signatures = list(
         Signature.objects.filter(object_model=key[0], object_id=key[1]).select_related("user")
     )
-    hashes = current_content_hashes([key]) if signatures else {}
+    rows = current_rows([key]) if signatures else {}
     for signature in signatures:
-        signature.status = _status(signature, hashes)
+        signature.status = _status(signature, rows)
     return signatures
 
 
@@ -210,13 +212,13 @@ class SignatureView:
 
 
 def _signature_views(signatures: list[Signature]) -> list[SignatureView]:
-    hashes = current_content_hashes((s.object_model, s.object_id) for s in signatures)
+    rows = current_rows((s.object_model, s.object_id) for s in signatures)
     seals = dict(
         AuditEntry.objects.filter(
             source=Signature._meta.label_lower, record_id__in=[s.pk for s in signatures]
         ).values_list("record_id", "sequence")
     )
-    return [SignatureView(s, _status(s, hashes), seals.get(s.pk)) for s in signatures]
+    return [SignatureView(s, _status(s, rows), seals.get(s.pk)) for s in signatures]
 
 
 def signatures_on(keys: Iterable[tuple[str, str]]) -> list[SignatureView]:

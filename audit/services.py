@@ -176,6 +176,7 @@ def signature_apply(
             object_id=str(stored.pk),
             record_version=version,
             content_hash=chain.content_hash(chain.row_content(stored)),
+            column_set=chain.column_set(model)[0],
         )
         chain.seal_row(
             signature,
@@ -212,14 +213,14 @@ def signature_sign(
     return signature_apply(verified=verified, meaning=meaning, reason=reason, record=record)
 
 
-def _current_hash(object_model: str, object_id: str) -> str | None:
+def _current_hash(signature: Signature) -> str | None:
     try:
-        model = apps.get_model(object_model)
-        pk = model._meta.pk.to_python(object_id)
+        model = apps.get_model(signature.object_model)
+        pk = model._meta.pk.to_python(signature.object_id)
     except (LookupError, ValueError, ValidationError):
         return None
     row = model._base_manager.filter(pk=pk).first()
-    return None if row is None else chain.content_hash(chain.row_content(row))
+    return None if row is None else chain.content_hash_over(row, signature.column_set)
 
 
 def signature_status(signature: Signature) -> str:
@@ -229,5 +230,5 @@ def signature_status(signature: Signature) -> str:
     The record is the one the signature itself names (its model and id), so a signature never
     vouches for another record; a record no longer found counts as changed.
     """
-    current = _current_hash(signature.object_model, signature.object_id)
+    current = _current_hash(signature)
     return SIGNATURE_VALID if current == signature.content_hash else SIGNATURE_CHANGED

@@ -305,6 +305,7 @@ def forged_entry(k: int, *, linked: bool = True, hashed: bool = True) -> dict:
         "reason": "",
         "payload": payload,
         "content_hash": chain.content_hash(payload),
+        "column_set": "",
         "previous_hash": before.entry_hash if linked else "e" * 64,
     }
     values["entry_hash"] = chain._entry_hash(values) if hashed else "f" * 64
