@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """Set up and run PharmaDMS on a fresh machine with nothing but Python 3.11+.
 
-    python3 dev.py demo   # virtualenv, install, migrate, seed the demo network, serve :8000
+    python3 dev.py demo   # virtualenv, install, migrate, seed the demo network, serve :8000,
+                          # with the MQTT consumer and the logger simulator alongside
     python3 dev.py test   # virtualenv, install, run the whole test suite (extra args go to pytest)
 
 Every value comes from the environment (see .env.example); unset, the embedded defaults apply:
 SQLite under var/, Celery tasks in-process, the in-process MQTT broker.
+DEMO_PORT (default 8000) moves the web server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -49,6 +53,15 @@ def ensure_environment() -> None:
         stamp.write_text(wanted)
 
 
+def background(*args: str | Path, env: dict, log: Path) -> subprocess.Popen:
+    """A process that runs beside the web server, its output in ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        return subprocess.Popen(  # noqa: S603
+            [str(a) for a in args], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+
+
 def demo() -> None:
     ensure_environment()
     env = dict(os.environ)
@@ -59,8 +72,36 @@ def demo() -> None:
     run(*manage, "migrate", "--no-input", env=env)
     say("seeding the demo network")
     run(*manage, "seed_demo", env=env)
-    say("serving on http://127.0.0.1:8000 (Ctrl-C stops)")
-    run(*manage, "runserver", "127.0.0.1:8000", env=env)
+    logs = ROOT / "var" / "log"
+    consume = [*manage, "coldchain_consume"]
+    if not env.get("MQTT_URL"):  # the embedded default: amqtt inside the consumer's process
+        consume.append("--embedded-broker")
+    say(f"MQTT consumer and logger simulator starting (logs in {logs})")
+    helpers = [background(*consume, env=env, log=logs / "consumer.log")]
+    time.sleep(3)  # the broker listens and the consumer subscribes before the first reading
+    # Four hours of readings every minute, replayed 600x faster, then one a minute, live.
+    simulate = ["coldchain_simulate", "--profile", "mixed", "--interval", "60"]
+    simulate += ["--readings", "240", "--speed", "600", "--follow"]
+    helpers.append(background(*manage, *simulate, env=env, log=logs / "simulator.log"))
+    port = env.get("DEMO_PORT", "8000")
+    say(f"serving on http://127.0.0.1:{port} (Ctrl-C stops)")
+    try:
+        result = subprocess.run(  # noqa: S603
+            [str(PYTHON), "manage.py", "runserver", f"127.0.0.1:{port}"], cwd=ROOT, env=env
+        )
+    except KeyboardInterrupt:
+        result = None
+    finally:
+        for helper in reversed(helpers):  # the consumer finishes its batch and acks it
+            if helper.poll() is None:
+                helper.send_signal(signal.SIGTERM)
+        for helper in helpers:
+            try:
+                helper.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+    if result is not None and result.returncode:
+        sys.exit(result.returncode)
 
 
 def test(extra: list[str]) -> None:

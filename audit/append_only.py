@@ -29,7 +29,10 @@ def append_only_tables() -> list[str]:
     tables = {AuditEntry._meta.db_table, ColumnSet._meta.db_table}
     for model in apps.get_models():
         is_history = hasattr(model, "instance_type") and hasattr(model, "history_id")
-        if is_history or getattr(model, "APPEND_ONLY", False):
+        # APPEND_ONLY rows are sealed one by one; APPEND_ONLY_UNSEALED ones (telemetry) are not.
+        if is_history or any(
+            getattr(model, flag, False) for flag in ("APPEND_ONLY", "APPEND_ONLY_UNSEALED")
+        ):
             tables.add(model._meta.db_table)
     return sorted(tables)
 

@@ -2,7 +2,17 @@ from django.contrib import admin
 
 from audit.admin import ReadOnlyAdmin, RegulatedAdmin
 
-from .models import Batch, Product, StockAllocation, StockBalance, StockMove, StorageClass
+from .models import (
+    Batch,
+    CountDiscrepancy,
+    Product,
+    ScanRecord,
+    Serial,
+    StockAllocation,
+    StockBalance,
+    StockMove,
+    StorageClass,
+)
 
 
 @admin.register(StorageClass)
@@ -53,3 +63,24 @@ class StockBalanceAdmin(ReadOnlyAdmin):
 class StockAllocationAdmin(ReadOnlyAdmin):
     list_display = ["reference", "batch", "location", "quantity", "status", "created_at"]
     list_filter = ["status"]
+
+
+# Serials and counts change only through their services (states, QA decisions): read-only here.
+@admin.register(Serial)
+class SerialAdmin(ReadOnlyAdmin):
+    list_display = ["serial_number", "batch", "state", "holder", "shipment_reference"]
+    list_filter = ["state"]
+    search_fields = ["serial_number", "batch__lot_number", "shipment_reference"]
+
+
+@admin.register(CountDiscrepancy)
+class CountDiscrepancyAdmin(ReadOnlyAdmin):
+    list_display = ["counted_at", "batch", "location", "expected", "counted", "status"]
+    list_filter = ["status"]
+
+
+@admin.register(ScanRecord)
+class ScanRecordAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "action", "verdict", "user", "location", "reference", "batch"]
+    list_filter = ["verdict", "action"]
+    search_fields = ["reference", "scan_id", "batch__lot_number"]

@@ -101,7 +101,9 @@ class BatchStatus(models.TextChoices):
 
 # Allowed QA status transitions; expiry is derived from expires_on, never a status.
 BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
-    BatchStatus.QUARANTINE: frozenset({BatchStatus.RELEASED, BatchStatus.REJECTED}),
+    BatchStatus.QUARANTINE: frozenset(
+        {BatchStatus.RELEASED, BatchStatus.REJECTED, BatchStatus.RECALLED}
+    ),
     BatchStatus.RELEASED: frozenset({BatchStatus.QUARANTINE, BatchStatus.RECALLED}),
     BatchStatus.REJECTED: frozenset(),
     BatchStatus.RECALLED: frozenset(),
@@ -167,6 +169,7 @@ class MoveKind(models.TextChoices):
     RETURN = "return", "Return"
     ADJUSTMENT = "adjustment", "Adjustment"
     DESTRUCTION = "destruction", "Destruction"
+    DISPENSING = "dispensing", "Dispensing (a verified pack handed to a patient)"
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -308,3 +311,223 @@ class StockAllocation(RegulatedModel):
 
     def __str__(self) -> str:
         return f"{self.quantity} × {self.batch} @ {self.location} for {self.reference}"
+
+
+# --- serial numbers (GS1 AI 21) ------------------------------------------------------------
+
+# GS1 AI (21) serial number: up to 20 characters of GS1 character set 82.
+serial_number_validator = RegexValidator(
+    r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$",
+    "a serial number is 1 to 20 GS1 characters: letters, digits and GS1 symbols, no spaces",
+    code="invalid_serial_number",
+)
+
+
+class SerialState(models.TextChoices):
+    COMMISSIONED = "commissioned", "Commissioned (labelled by its manufacturer)"
+    SHIPPED = "shipped", "Shipped (on its way to a customer)"
+    RECEIVED = "received", "Received (checked in by a customer)"
+    DISPENSED = "dispensed", "Dispensed (decommissioned at the pharmacy)"
+    DECOMMISSIONED = "decommissioned", "Decommissioned (destroyed, stolen, sample, …)"
+
+
+# A pack is shipped from where it was commissioned or received, never while already shipped;
+# dispensed and decommissioned are final (DSCSA / EU FMD: a decommissioned identifier is dead).
+SERIAL_TRANSITIONS: dict[str, frozenset[str]] = {
+    SerialState.COMMISSIONED: frozenset(
+        {SerialState.SHIPPED, SerialState.DISPENSED, SerialState.DECOMMISSIONED}
+    ),
+    SerialState.SHIPPED: frozenset({SerialState.RECEIVED, SerialState.DECOMMISSIONED}),
+    SerialState.RECEIVED: frozenset(
+        {SerialState.SHIPPED, SerialState.DISPENSED, SerialState.DECOMMISSIONED}
+    ),
+    SerialState.DISPENSED: frozenset(),
+    SerialState.DECOMMISSIONED: frozenset(),
+}
+SERIAL_FINAL_STATES = frozenset({SerialState.DISPENSED, SerialState.DECOMMISSIONED})
+
+
+class Serial(RegulatedModel):
+    """One serialised pack of a lot (GS1 AI 21) and where it stands in its life.
+
+    Changed only through batches.services (serial_*): each change is a history row naming who,
+    when and why, so the pack's path — commissioned, shipped, received, dispensed — is its
+    history.
+    """
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="serials")
+    serial_number = models.CharField(max_length=20, validators=[serial_number_validator])
+    state = models.CharField(
+        max_length=16, choices=SerialState.choices, default=SerialState.COMMISSIONED
+    )
+    holder = models.ForeignKey(
+        Partner,
+        on_delete=models.PROTECT,
+        related_name="serials_held",
+        help_text="the partner in whose custody the pack is",
+    )
+    shipment_reference = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="the shipment the pack is picked for or travelling on (e.g. SH-2026-000001)",
+    )
+    decommission_reason = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["batch", "serial_number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "serial_number"],
+                name="serial_unique_per_lot",
+                violation_error_code="duplicate_serial",
+                violation_error_message="this lot already has a pack with this serial number",
+            ),
+        ]
+        indexes = [models.Index(fields=["shipment_reference"])]
+
+    def __str__(self) -> str:
+        return f"{self.batch} serial {self.serial_number} ({self.state})"
+
+
+# --- scans ---------------------------------------------------------------------------------
+
+
+class ScanAction(models.TextChoices):
+    RECEIVE = "receive", "Receive"
+    PUTAWAY = "putaway", "Put away"
+    PICK = "pick", "Pick"
+    SHIP = "ship", "Ship"
+    COUNT = "count", "Count"
+    VERIFY = "verify", "Verify"
+
+
+class ScanVerdict(models.TextChoices):
+    ACCEPTED = "accepted", "Accepted"
+    REFUSED = "refused", "Refused"
+
+
+class ScanRecord(models.Model):
+    """One barcode scan as read and answered: who, where, when, the raw code, the verdict.
+
+    Append-only and sealed into the audit chain, like a stock move. The raw code is kept
+    escaped (control characters as ``\\xNN``) and bounded; its length and SHA-256 identify the
+    original exactly. ``scan_id`` (the client's) makes a retried scan return its first answer.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="scans")
+    location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="scans")
+    created_at = models.DateTimeField(db_index=True)
+    scan_id = models.CharField(max_length=64, blank=True)
+    action = models.CharField(max_length=8, choices=ScanAction.choices)
+    reference = models.CharField(max_length=100, blank=True)
+    quantity = models.PositiveIntegerField(null=True, blank=True)
+    raw_code = models.CharField(max_length=600, help_text="the code as scanned, escaped")
+    raw_length = models.PositiveIntegerField()
+    raw_sha256 = models.CharField(max_length=64)
+    verdict = models.CharField(max_length=8, choices=ScanVerdict.choices)
+    reasons = models.JSONField(default=list, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    parsed = models.JSONField(default=dict, blank=True)
+    outcome = models.JSONField(default=dict, blank=True)
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    batch = models.ForeignKey(
+        Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="scans"
+    )
+    serial = models.ForeignKey(
+        Serial, on_delete=models.PROTECT, null=True, blank=True, related_name="scans"
+    )
+
+    APPEND_ONLY = True  # the database refuses UPDATE and DELETE (audit.append_only)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "scan_id"],
+                condition=~Q(scan_id=""),
+                name="scan_id_once_per_user",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["partner", "created_at"]),
+            models.Index(fields=["partner", "verdict", "created_at"]),
+            models.Index(fields=["reference", "action"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} scan #{self.pk}: {self.verdict}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise HistoryBypassRefused("scan records are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise HistoryBypassRefused("scan records are append-only")
+
+
+# --- cycle counts --------------------------------------------------------------------------
+
+
+class CountStatus(models.TextChoices):
+    PENDING = "pending", "Awaiting QA"
+    APPROVED = "approved", "Approved (adjustment posted)"
+    REJECTED = "rejected", "Rejected (recount)"
+
+
+class CountDiscrepancy(RegulatedModel):
+    """A cycle count that found other than the ledger holds: an adjustment awaiting QA.
+
+    ``expected`` is what the ledger held when the count was taken; approving posts an
+    adjustment of ``counted - expected`` through the ledger (stock_adjust), so units that moved
+    after the count are not counted twice.
+    """
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="count_discrepancies")
+    location = models.ForeignKey(
+        Location, on_delete=models.PROTECT, related_name="count_discrepancies"
+    )
+    expected = models.BigIntegerField()
+    counted = models.BigIntegerField(validators=[MinValueValidator(0)])
+    status = models.CharField(
+        max_length=10, choices=CountStatus.choices, default=CountStatus.PENDING
+    )
+    counted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    counted_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    adjustment = models.ForeignKey(
+        StockMove, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name_plural = "count discrepancies"
+        ordering = ["-counted_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "location"],
+                condition=Q(status="pending"),
+                name="count_one_pending_per_place",
+            ),
+            models.CheckConstraint(condition=~Q(expected=F("counted")), name="count_differs"),
+            models.CheckConstraint(condition=Q(counted__gte=0), name="count_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"count of {self.batch} @ {self.location}: {self.counted} vs {self.expected}"
+
+    @property
+    def difference(self) -> int:
+        return self.counted - self.expected

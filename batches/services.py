@@ -25,13 +25,19 @@ from partners.models import Location, LocationKind, Partner, Role, User
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role
 
+from .hooks import lot_holds
 from .models import (
     BATCH_TRANSITIONS,
+    SERIAL_TRANSITIONS,
     AllocationStatus,
     Batch,
     BatchStatus,
+    CountDiscrepancy,
+    CountStatus,
     MoveKind,
     Product,
+    Serial,
+    SerialState,
     StockAllocation,
     StockBalance,
     StockMove,
@@ -642,6 +648,9 @@ def stock_allocate(
         )
         .order_by("pk")
     )
+    # A lot under a hold (an open recall, a temperature excursion: batches.hooks) is never
+    # allocated, wherever it lies.
+    candidates = [row for row in candidates if not lot_holds(row.batch, row.location)]
     candidates.sort(key=lambda row: (row.batch.expires_on, row.batch_id, row.location_id))
     available = sum(row.on_hand - row.allocated for row in candidates)
     if available < quantity and not allow_partial:
@@ -686,3 +695,252 @@ def stock_deallocate(*, allocation: StockAllocation, actor: User, reason: str) -
         _write_balances(cursor, [row], connection.ops.adapt_datetimefield_value(timezone.now()))
     allocation.status = AllocationStatus.RELEASED
     return save_with_reason(allocation, actor=actor, reason=reason, update_fields=["status"])
+
+
+# --- serial numbers ------------------------------------------------------------------------
+
+SERIAL_COMMISSION_ROLES = (Role.WAREHOUSE_OPERATOR, Role.QA_OFFICER, Role.ADMIN)
+SERIAL_EDITABLE = {"state", "holder", "shipment_reference", "decommission_reason"}
+
+
+def serial_refusal(serial: Serial, to_state: str) -> tuple[str, str] | None:
+    """Why ``serial`` cannot go to ``to_state`` (code, detail), or None when it can."""
+    if to_state in SERIAL_TRANSITIONS.get(serial.state, frozenset()):
+        return None
+    number = serial.serial_number
+    if serial.state == SerialState.DISPENSED:
+        return "serial_decommissioned", f"serial {number} was dispensed: the pack is out of trade"
+    if serial.state == SerialState.DECOMMISSIONED:
+        why = f" ({serial.decommission_reason})" if serial.decommission_reason else ""
+        return "serial_decommissioned", f"serial {number} is decommissioned{why}"
+    if serial.state == SerialState.SHIPPED:
+        where = f" on {serial.shipment_reference}" if serial.shipment_reference else ""
+        return "serial_already_shipped", f"serial {number} is already shipped{where}"
+    if serial.state == SerialState.RECEIVED and to_state == SerialState.RECEIVED:
+        return "serial_already_received", f"serial {number} was received already"
+    return (
+        "invalid_transition",
+        f"serial {number} is {serial.state}: it cannot become {to_state}",
+    )
+
+
+@transaction.atomic
+def serial_commission(
+    *, batch: Batch, serial_numbers: Iterable[str], actor: User, reason: str
+) -> list[Serial]:
+    """The lot's manufacturer registers serialised packs: commissioned, in its custody."""
+    require_role(actor, *SERIAL_COMMISSION_ROLES)
+    manufacturer = batch.product.manufacturer
+    _require_own_partner(actor, manufacturer, "the lot")
+    numbers = list(dict.fromkeys(serial_numbers))
+    if not numbers:
+        raise InvalidInput("name at least one serial number", code="invalid_input")
+    taken = sorted(
+        Serial.objects.filter(batch=batch, serial_number__in=numbers).values_list(
+            "serial_number", flat=True
+        )
+    )
+    if taken:
+        raise RuleViolation(
+            f"lot {batch.lot_number} already has serial {', '.join(taken[:5])}",
+            code="duplicate_serial",
+        )
+    serials = []
+    try:
+        with transaction.atomic():
+            for number in numbers:
+                serials.append(
+                    create_with_reason(
+                        Serial,
+                        actor=actor,
+                        reason=reason,
+                        batch=batch,
+                        serial_number=number,
+                        state=SerialState.COMMISSIONED,
+                        holder=manufacturer,
+                    )
+                )
+    except IntegrityError as error:  # a concurrent commissioning of the same pack won
+        raise RuleViolation(
+            f"lot {batch.lot_number} already has one of these serials", code="duplicate_serial"
+        ) from error
+    return serials
+
+
+@transaction.atomic
+def serial_transition(
+    *,
+    serial: Serial,
+    to_state: str,
+    actor: User,
+    reason: str,
+    holder: Partner | None = None,
+    shipment_reference: str | None = None,
+    decommission_reason: str = "",
+) -> Serial:
+    """Move a pack along its life (SERIAL_TRANSITIONS), under a row lock, with its reason."""
+    serial = Serial.objects.select_for_update().get(pk=serial.pk)
+    refusal = serial_refusal(serial, to_state)
+    if refusal is not None:
+        raise RuleViolation(refusal[1], code=refusal[0])
+    changes: dict[str, Any] = {"state": to_state}
+    if holder is not None:
+        changes["holder"] = holder
+    if shipment_reference is not None:
+        changes["shipment_reference"] = shipment_reference
+    if to_state == SerialState.DECOMMISSIONED:
+        changes["decommission_reason"] = decommission_reason or "decommissioned"
+    return update_with_reason(
+        serial, actor=actor, reason=reason, changes=changes, editable=SERIAL_EDITABLE
+    )
+
+
+@transaction.atomic
+def serial_reserve(*, serial: Serial, shipment_reference: str, actor: User, reason: str) -> Serial:
+    """Mark a pack as picked for a shipment, so no other shipment takes it."""
+    serial = Serial.objects.select_for_update().get(pk=serial.pk)
+    refusal = serial_refusal(serial, SerialState.SHIPPED)
+    if refusal is not None:
+        raise RuleViolation(refusal[1], code=refusal[0])
+    if serial.shipment_reference and serial.shipment_reference != shipment_reference:
+        raise RuleViolation(
+            f"serial {serial.serial_number} is picked for {serial.shipment_reference}",
+            code="serial_already_picked",
+        )
+    if serial.shipment_reference == shipment_reference:
+        return serial
+    return update_with_reason(
+        serial,
+        actor=actor,
+        reason=reason,
+        changes={"shipment_reference": shipment_reference},
+        editable=SERIAL_EDITABLE,
+    )
+
+
+# --- cycle counts --------------------------------------------------------------------------
+
+COUNT_ROLES = (Role.WAREHOUSE_OPERATOR, Role.QA_OFFICER, Role.ADMIN)
+
+
+def _count_quantity(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput("a count is a whole number, zero or more", code="invalid_quantity")
+    if value > MAX_QUANTITY:
+        raise InvalidInput(f"a count must not exceed {MAX_QUANTITY:,}", code="invalid_quantity")
+    return value
+
+
+@transaction.atomic
+def count_record(
+    *, batch: Batch, location: Location, counted: int, actor: User, reason: str
+) -> tuple[int, CountDiscrepancy | None]:
+    """Compare a cycle count with the ledger: returns what the ledger held and, when the count
+    differs, the discrepancy that now awaits QA (nothing moves until QA approves it)."""
+    require_role(actor, *COUNT_ROLES)
+    _require_own_partner(actor, location.site.partner, "the location")
+    counted = _count_quantity(counted)
+    # Locked, so the expected figure is the ledger's at the moment of the count.
+    expected = _locked_balances(batch, [location])[location.pk].on_hand
+    if counted == expected:
+        return expected, None
+    if CountDiscrepancy.objects.filter(
+        batch=batch, location=location, status=CountStatus.PENDING
+    ).exists():
+        raise RuleViolation(
+            f"a count of lot {batch.lot_number} at {location.code} already awaits QA: "
+            "QA decides it before a recount",
+            code="count_pending_qa",
+        )
+    try:
+        with transaction.atomic():
+            discrepancy = create_with_reason(
+                CountDiscrepancy,
+                actor=actor,
+                reason=reason,
+                batch=batch,
+                location=location,
+                expected=expected,
+                counted=counted,
+                counted_by=actor,
+                counted_at=timezone.now(),
+            )
+    except IntegrityError as error:
+        raise RuleViolation(
+            f"a count of lot {batch.lot_number} at {location.code} already awaits QA",
+            code="count_pending_qa",
+        ) from error
+    return expected, discrepancy
+
+
+def _decide_count(discrepancy: CountDiscrepancy, actor: User) -> CountDiscrepancy:
+    require_role(actor, Role.QA_OFFICER)
+    discrepancy = (
+        CountDiscrepancy.objects.select_for_update(of=("self",))
+        .select_related("batch", "location__site__partner")
+        .get(pk=discrepancy.pk)
+    )
+    _require_own_partner(actor, discrepancy.location.site.partner, "the count")
+    if discrepancy.counted_by_id == actor.pk:
+        raise NotPermitted(
+            "a count is approved by another person than its counter", code="self_approval"
+        )
+    if discrepancy.status != CountStatus.PENDING:
+        raise RuleViolation(
+            f"the count is already {discrepancy.status}", code="count_already_decided"
+        )
+    return discrepancy
+
+
+@transaction.atomic
+def count_discrepancy_approve(
+    *, discrepancy: CountDiscrepancy, actor: User, reason: str
+) -> CountDiscrepancy:
+    """QA accepts a count: the ledger is adjusted by what the count found missing or extra."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("a QA decision needs a reason", code="reason_required")
+    discrepancy = _decide_count(discrepancy, actor)
+    move = stock_adjust(
+        batch=discrepancy.batch,
+        location=discrepancy.location,
+        quantity_change=discrepancy.difference,
+        actor=actor,
+        reason=f"cycle count #{discrepancy.pk} (counted {discrepancy.counted}, ledger held "
+        f"{discrepancy.expected}): {reason}",
+        reference=f"count:{discrepancy.pk}",
+    )
+    return update_with_reason(
+        discrepancy,
+        actor=actor,
+        reason=reason,
+        changes={
+            "status": CountStatus.APPROVED,
+            "decided_by": actor,
+            "decided_at": timezone.now(),
+            "adjustment": move,
+        },
+        editable={"status", "decided_by", "decided_at", "adjustment"},
+    )
+
+
+@transaction.atomic
+def count_discrepancy_reject(
+    *, discrepancy: CountDiscrepancy, actor: User, reason: str
+) -> CountDiscrepancy:
+    """QA refuses a count (a recount is due): nothing moves."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("a QA decision needs a reason", code="reason_required")
+    discrepancy = _decide_count(discrepancy, actor)
+    return update_with_reason(
+        discrepancy,
+        actor=actor,
+        reason=reason,
+        changes={
+            "status": CountStatus.REJECTED,
+            "decided_by": actor,
+            "decided_at": timezone.now(),
+        },
+        editable={"status", "decided_by", "decided_at"},
+    )

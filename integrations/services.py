@@ -31,7 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.history import check_editable, create_with_reason, update_with_reason
-from orders.signals import EVENTS
+from orders.signals import EVENTS, EVENTS_WITH_OWN_LETTER
 from partners.models import Partner, Role, User
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role
@@ -183,6 +183,8 @@ def business_event_dispatch(
     ]
     for delivery in deliveries:
         _deliver_after_commit(delivery.pk)
+    if event in EVENTS_WITH_OWN_LETTER:
+        return deliveries
     recipients = Partner.objects.filter(pk__in=partner_ids, is_active=True).exclude(
         contact_email=""
     )

@@ -3,8 +3,9 @@
 Every figure is summed by the database (``Sum`` over grouped querysets, ``TruncMonth`` for
 months, correlated subqueries for target attainment), the same on SQLite and PostgreSQL.
 
-- **Sales** are what was shipped: the quantity of each ``ShipmentLine`` of a dispatched,
-  delivered or received shipment, dated by the shipment's dispatch and valued at its order line's
+- **Sales** are what was shipped: the quantity of each shipped ``ShipmentLine``
+  (``ShipmentLine.objects.shipped()``: of a dispatched, delivered or received shipment, above
+  zero), dated by the shipment's dispatch and valued at its order line's
   unit price (the agreement's price copied at submission). Values are kept per currency, never
   added across currencies.
 - **Scope**: a user reads the sales, targets and stock of their own partner as the seller;
@@ -57,7 +58,6 @@ from partners.models import Location, LocationKind, Partner, Role
 from pharmadms.exceptions import InvalidInput, NotPermitted
 
 from .models import AgreementPrice, SalesTarget, ShipmentLine
-from .selectors import SENT
 from .signals import announce
 
 ANALYTICS_ROLES = frozenset({Role.ORDER_DESK, Role.ADMIN, Role.QA_OFFICER, Role.REGULATOR})
@@ -131,7 +131,7 @@ def shipped_lines(
 ) -> QuerySet[ShipmentLine]:
     """Lines of sent shipments of ``seller_id`` (every seller if ``None``), dispatched in the
     period (dates in the current time zone, both ends included)."""
-    lines = ShipmentLine.objects.filter(shipment__status__in=SENT)
+    lines = ShipmentLine.objects.shipped()
     if seller_id is not None:
         lines = lines.filter(shipment__order__seller_id=seller_id)
     if start:
@@ -223,12 +223,15 @@ def target_attainment(*, seller_id: int | None) -> list[dict[str, Any]]:
     ``actual_value`` (in the agreement's currency), and the attainment percentages (one place,
     ``None`` where the target sets no quantity or no value).
     """
-    base = ShipmentLine.objects.filter(
-        shipment__status__in=SENT,
-        shipment__order__agreement_id=OuterRef("agreement_id"),
-        shipment__dispatched_at__date__gte=OuterRef("period_start"),
-        shipment__dispatched_at__date__lte=OuterRef("period_end"),
-    ).order_by()
+    base = (
+        ShipmentLine.objects.shipped()
+        .filter(
+            shipment__order__agreement_id=OuterRef("agreement_id"),
+            shipment__dispatched_at__date__gte=OuterRef("period_start"),
+            shipment__dispatched_at__date__lte=OuterRef("period_end"),
+        )
+        .order_by()
+    )
 
     def total(lines: QuerySet, expression, output_field) -> Subquery:
         # Group by the (single) agreement so the subquery yields one summed row.
@@ -353,14 +356,14 @@ def replenishment(
     shipped_from = Q(
         from_location__kind=LocationKind.STORAGE,
         from_location__is_active=True,
-        shipment__status__in=SENT,
         shipment__dispatched_at__date__gt=window_start,
         shipment__dispatched_at__date__lte=today,
     )
     if seller_id is not None:
         shipped_from &= Q(from_location__site__partner_id=seller_id)
     demand = (
-        ShipmentLine.objects.filter(shipped_from)
+        ShipmentLine.objects.shipped()
+        .filter(shipped_from)
         .order_by()
         .values("from_location_id", "batch__product_id")
         .annotate(shipped=Sum("quantity"))

@@ -16,8 +16,8 @@ from rest_framework.response import Response
 
 from audit.history import check_editable
 from batches.api import SignaturePasswordField, SignatureSerializer
-from batches.models import Product
-from partners.models import Partner, Role, Site
+from batches.models import Batch, Product
+from partners.models import Location, Partner, PartnerKind, Role, Site
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.viewsets import ReasonField, ServiceWriteViewSet, StrictFieldsMixin
 
@@ -36,12 +36,16 @@ from .models import (
     SalesTarget,
     Shipment,
     ShipmentLine,
+    ShipmentPackage,
+    ShipmentPackageLine,
     ShipmentStatus,
 )
 from .selectors import (
     agreements_visible_to,
+    is_shipment_party,
     orders_visible_to,
     shipment_transaction_information,
+    shipments_for_delivery,
     shipments_visible_to,
 )
 
@@ -242,12 +246,14 @@ class OrderLineSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             "currency",
             "quantity_allocated",
             "quantity_backordered",
+            "quantity_shipped",
         ]
         read_only_fields = [
             "unit_price",
             "currency",
             "quantity_allocated",
             "quantity_backordered",
+            "quantity_shipped",
         ]
         validators = []  # a product twice is refused by the service (duplicate_product)
 
@@ -308,7 +314,7 @@ class OrderViewSet(ServiceWriteViewSet):
         return orders_visible_to(self.request.user)
 
     def get_serializer_class(self):
-        if self.action in {"submit", "confirm", "allocate", "cancel"}:
+        if self.action in {"submit", "confirm", "allocate", "cancel", "cancel_backorder"}:
             return OrderActionSerializer
         return OrderSerializer
 
@@ -350,6 +356,14 @@ class OrderViewSet(ServiceWriteViewSet):
         """The buyer before confirmation, the seller before shipping; allocations are released."""
         return self._step(request, services.order_cancel)
 
+    @extend_schema(request=OrderActionSerializer, responses=OrderSerializer)
+    @action(detail=True, methods=["post"], url_path="cancel-backorder", url_name="cancel-backorder")
+    def cancel_backorder(self, request, pk=None):
+        """The seller gives up what a partly shipped order still waits for: backorders and
+        allocations on no shipment are released; the order is shipped (or delivered) as its
+        shipments dictate."""
+        return self._step(request, services.order_cancel_backorder)
+
 
 # --- shipments -----------------------------------------------------------------------------
 
@@ -376,6 +390,8 @@ class ShipmentLineSerializer(serializers.ModelSerializer):
             "lot",
             "expires_on",
             "quantity",
+            "picked_quantity",
+            "serials",
             "from_location",
             "allocation",
             "received_quantity",
@@ -385,10 +401,80 @@ class ShipmentLineSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ShipmentPackageLineSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ShipmentPackageLine
+        fields = ["shipment_line", "quantity"]
+        read_only_fields = fields
+
+
+class ShipmentPackageSerializer(serializers.ModelSerializer):
+    lines = ShipmentPackageLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ShipmentPackage
+        fields = [
+            "id",
+            "sscc",
+            "shipment",
+            "status",
+            "created_by",
+            "created_at",
+            "unpacked_at",
+            "lines",
+        ]
+        read_only_fields = fields
+
+
+class CarrierField(serializers.PrimaryKeyRelatedField):
+    """An active logistics provider: its users may confirm the delivery."""
+
+    def get_queryset(self):
+        return Partner.objects.filter(kind=PartnerKind.LOGISTICS, is_active=True)
+
+
+class DeliverySiteSerializer(serializers.ModelSerializer):
+    """A site as its carrier needs it: where to collect, where to deliver."""
+
+    class Meta:
+        model = Site
+        fields = ["id", "name", "gln", "address_line", "postal_code", "city", "country"]
+        read_only_fields = fields
+
+
+class CarrierShipmentSerializer(serializers.ModelSerializer):
+    """A shipment as the logistics provider carrying it reads it: the delivery fields only —
+    no order, lines, lots, packages or receipt."""
+
+    from_site = DeliverySiteSerializer(read_only=True)
+    to_site = DeliverySiteSerializer(read_only=True)
+
+    class Meta:
+        model = Shipment
+        fields = [
+            "id",
+            "number",
+            "status",
+            "from_site",
+            "to_site",
+            "carrier",
+            "carrier_partner",
+            "tracking_number",
+            "dispatched_at",
+            "delivered_at",
+        ]
+        read_only_fields = fields
+
+
 class ShipmentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """A shipment in full, for its buyer, its seller and regulators. A user of the carrier
+    (no party to it) is shown :class:`CarrierShipmentSerializer`'s delivery fields instead."""
+
     reason = ReasonField()
     order = VisibleOrderField()
+    carrier_partner = CarrierField(required=False, allow_null=True, default=None)
     lines = ShipmentLineSerializer(many=True, read_only=True)
+    packages = ShipmentPackageSerializer(many=True, read_only=True)
 
     class Meta:
         model = Shipment
@@ -400,12 +486,15 @@ class ShipmentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             "to_site",
             "in_transit_location",
             "carrier",
+            "carrier_partner",
             "tracking_number",
             "status",
             "created_at",
             "dispatched_at",
+            "delivered_at",
             "received_at",
             "lines",
+            "packages",
             "reason",
         ]
         read_only_fields = [
@@ -416,8 +505,15 @@ class ShipmentSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             "status",
             "created_at",
             "dispatched_at",
+            "delivered_at",
             "received_at",
         ]
+
+    def to_representation(self, instance):
+        request = self.context.get("request")
+        if request is not None and not is_shipment_party(request.user, instance):
+            return CarrierShipmentSerializer(instance, context=self.context).data
+        return super().to_representation(instance)
 
 
 class ShipmentActionSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -449,6 +545,50 @@ class ReceiptSerializer(StrictFieldsMixin, serializers.Serializer):
     reason = ReasonField()
 
 
+class PickSerializer(StrictFieldsMixin, serializers.Serializer):
+    lot = serializers.PrimaryKeyRelatedField(
+        queryset=Batch.objects.all(), help_text="the id of the lot picked"
+    )
+    quantity = CodedIntegerField(
+        error_code="invalid_quantity", min_value=1, max_value=services.MAX_LINE_QUANTITY
+    )
+    location = serializers.PrimaryKeyRelatedField(
+        queryset=Location.objects.all(), help_text="the id of the location picked from"
+    )
+    serials = serializers.ListField(
+        child=serializers.CharField(max_length=20),
+        required=False,
+        default=list,
+        max_length=services.MAX_LINE_QUANTITY,
+        help_text="the units' serial numbers (GS1 AI 21), one per unit, if scanned",
+    )
+    reason = ReasonField()
+
+
+class PackLineSerializer(StrictFieldsMixin, serializers.Serializer):
+    line = serializers.IntegerField(help_text="the id of a line of this shipment")
+    quantity = CodedIntegerField(
+        error_code="invalid_quantity", min_value=1, max_value=services.MAX_LINE_QUANTITY
+    )
+
+
+class PackSerializer(StrictFieldsMixin, serializers.Serializer):
+    contents = PackLineSerializer(many=True, allow_empty=False, max_length=services.MAX_LINES)
+    reason = ReasonField()
+
+
+class UnpackSerializer(StrictFieldsMixin, serializers.Serializer):
+    """The package to unpack, by its SSCC or its id (one of them)."""
+
+    sscc = serializers.RegexField(
+        r"^[0-9]{18}$", required=False, help_text="the package's SSCC (18 digits)"
+    )
+    package = serializers.IntegerField(
+        required=False, min_value=1, help_text="the package's id (instead of its SSCC)"
+    )
+    reason = ReasonField()
+
+
 class PDFRenderer(renderers.BaseRenderer):
     """Chooses PDF (``?format=pdf`` or ``Accept: application/pdf``); the view renders the
     document itself. A refusal is still answered as JSON."""
@@ -473,22 +613,42 @@ class ShipmentFilter(django_filters.FilterSet):
 
 
 class ShipmentViewSet(ServiceWriteViewSet):
-    """Shipments of orders where the user's partner is buyer or seller (regulators: all)."""
+    """Shipments of orders where the user's partner is buyer or seller (regulators: all).
+
+    The logistics provider carrying a shipment (its ``carrier_partner``) lists it, reads its
+    delivery fields and confirms its delivery; every other read and action of the shipment
+    does not exist for it (404).
+    """
 
     serializer_class = ShipmentSerializer
     filterset_class = ShipmentFilter
     http_method_names = ["get", "post", "head", "options"]  # changes only by lifecycle
+    # What the carrier reaches: the delivery fields (list, detail) and the delivery action.
+    carrier_actions = frozenset({"list", "retrieve", "deliver"})
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
             return Shipment.objects.none()
-        return shipments_visible_to(self.request.user).prefetch_related("lines__batch__product")
+        user = self.request.user
+        if self.action in self.carrier_actions:
+            scoped = shipments_for_delivery(user)
+        else:
+            scoped = shipments_visible_to(user)
+        return scoped.prefetch_related("lines__batch__product")
 
     def get_serializer_class(self):
         if self.action == "dispatch_shipment":
             return ShipmentActionSerializer
         if self.action == "receive":
             return ReceiptSerializer
+        if self.action == "pick":
+            return PickSerializer
+        if self.action == "pack":
+            return PackSerializer
+        if self.action == "deliver":
+            return ShipmentActionSerializer
+        if self.action == "unpack":
+            return UnpackSerializer
         return ShipmentSerializer
 
     def perform_service_create(self, data, reason):
@@ -506,6 +666,82 @@ class ShipmentViewSet(ServiceWriteViewSet):
         serializer = ShipmentActionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.shipment_dispatch(
+            shipment=shipment, actor=request.user, reason=serializer.validated_data["reason"]
+        )
+        return self._render(shipment)
+
+    @extend_schema(request=PickSerializer, responses=ShipmentSerializer)
+    @action(detail=True, methods=["post"])
+    def pick(self, request, pk=None):
+        """The seller's warehouse confirms units of a lot picked from a location (no stock
+        moves yet); when every line is picked the shipment is ``picked``."""
+        shipment = self.get_object()
+        serializer = PickSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        services.shipment_pick(
+            shipment=shipment,
+            batch=data["lot"],
+            quantity=data["quantity"],
+            location=data["location"],
+            serials=data["serials"],
+            actor=request.user,
+            reason=data["reason"],
+        )
+        return self._render(shipment)
+
+    @extend_schema(request=PackSerializer, responses={201: ShipmentPackageSerializer})
+    @action(detail=True, methods=["post"])
+    def pack(self, request, pk=None):
+        """The seller's warehouse packs units of the lines into a package labelled with a new
+        SSCC built from the seller's GS1 company prefix."""
+        shipment = self.get_object()
+        serializer = PackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        package = services.shipment_pack(
+            shipment=shipment,
+            contents=[
+                (entry["line"], entry["quantity"])
+                for entry in serializer.validated_data["contents"]
+            ],
+            actor=request.user,
+            reason=serializer.validated_data["reason"],
+        )
+        package = ShipmentPackage.objects.prefetch_related("lines").get(pk=package.pk)
+        return Response(ShipmentPackageSerializer(package).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=UnpackSerializer, responses=ShipmentPackageSerializer)
+    @action(detail=True, methods=["post"])
+    def unpack(self, request, pk=None):
+        """The seller's warehouse empties a package before dispatch (by SSCC or id): it is
+        marked unpacked, never deleted, and its units may be packed again."""
+        shipment = self.get_object()
+        serializer = UnpackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if ("sscc" in data) == ("package" in data):
+            raise InvalidInput(
+                "name the package by its sscc or by its id (package), one of them",
+                code="package_required",
+            )
+        package = services.shipment_unpack(
+            shipment=shipment,
+            package=data["sscc"] if "sscc" in data else data["package"],
+            actor=request.user,
+            reason=data["reason"],
+        )
+        package = ShipmentPackage.objects.prefetch_related("lines").get(pk=package.pk)
+        return Response(ShipmentPackageSerializer(package).data)
+
+    @extend_schema(request=ShipmentActionSerializer, responses=ShipmentSerializer)
+    @action(detail=True, methods=["post"])
+    def deliver(self, request, pk=None):
+        """The carrier's delivery confirmation (by the seller or the logistics provider
+        carrying it): dispatched → delivered, before the buyer's receipt."""
+        shipment = self.get_object()
+        serializer = ShipmentActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.shipment_deliver(
             shipment=shipment, actor=request.user, reason=serializer.validated_data["reason"]
         )
         return self._render(shipment)

@@ -61,11 +61,11 @@ def party_id(gln: str) -> str:
     return f"{DIGITAL_LINK}/417/{gln}"
 
 
-def _time(moment: datetime.datetime) -> str:
+def epcis_time(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _quantities(lines: list[ShipmentLine], quantity_of) -> list[dict[str, Any]]:
+def quantity_list(lines: list[ShipmentLine], quantity_of) -> list[dict[str, Any]]:
     totals: dict[str, int] = {}
     for line in lines:
         quantity = quantity_of(line)
@@ -76,7 +76,7 @@ def _quantities(lines: list[ShipmentLine], quantity_of) -> list[dict[str, Any]]:
     return [{"epcClass": key, "quantity": quantity} for key, quantity in totals.items()]
 
 
-def _event(
+def object_event(
     *,
     shipment: Shipment,
     when: datetime.datetime,
@@ -89,7 +89,7 @@ def _event(
     order = shipment.order
     event: dict[str, Any] = {
         "type": "ObjectEvent",
-        "eventTime": _time(when),
+        "eventTime": epcis_time(when),
         "eventTimeZoneOffset": "+00:00",
         "action": "OBSERVE",
         "bizStep": biz_step,
@@ -123,25 +123,28 @@ def shipment_epcis_document(shipment: Shipment) -> dict[str, Any]:
     shipment = Shipment.objects.select_related(
         "order__buyer", "order__seller", "from_site", "to_site"
     ).get(pk=shipment.pk)
-    lines = list(shipment.lines.select_related("batch__product__manufacturer").order_by("id"))
+    # The lots that left: a line of which nothing was picked is no event of its lot.
+    lines = list(
+        shipment.lines.shipped().select_related("batch__product__manufacturer").order_by("id")
+    )
     events: list[dict[str, Any]] = []
     if shipment.dispatched_at is not None:
         events.append(
-            _event(
+            object_event(
                 shipment=shipment,
                 when=shipment.dispatched_at,
                 biz_step="shipping",
                 disposition="in_transit",
-                quantities=_quantities(lines, lambda line: line.quantity),
+                quantities=quantity_list(lines, lambda line: line.quantity),
                 site_gln=shipment.from_site.gln,
                 at_location=False,
             )
         )
     if shipment.status == ShipmentStatus.RECEIVED and shipment.received_at is not None:
-        sound = _quantities(lines, lambda line: line.received_quantity or 0)
+        sound = quantity_list(lines, lambda line: line.received_quantity or 0)
         if sound:
             events.append(
-                _event(
+                object_event(
                     shipment=shipment,
                     when=shipment.received_at,
                     biz_step="receiving",
@@ -151,10 +154,10 @@ def shipment_epcis_document(shipment: Shipment) -> dict[str, Any]:
                     at_location=True,
                 )
             )
-        damaged = _quantities(lines, lambda line: line.damaged_quantity)
+        damaged = quantity_list(lines, lambda line: line.damaged_quantity)
         if damaged:
             events.append(
-                _event(
+                object_event(
                     shipment=shipment,
                     when=shipment.received_at,
                     biz_step="receiving",
@@ -168,6 +171,6 @@ def shipment_epcis_document(shipment: Shipment) -> dict[str, Any]:
         "@context": [EPCIS_CONTEXT],
         "type": "EPCISDocument",
         "schemaVersion": "2.0",
-        "creationDate": _time(timezone.now()),
+        "creationDate": epcis_time(timezone.now()),
         "epcisBody": {"eventList": events},
     }

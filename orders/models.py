@@ -11,9 +11,10 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
-from audit.history import HistoricalRecords, RegulatedModel
+from audit.history import HistoricalRecords, RegulatedModel, RegulatedQuerySet
 from batches.models import Product
 from partners.models import Partner, Site
+from pharmadms import clock
 
 currency_validator = RegexValidator(
     r"^[A-Z]{3}$", "an ISO 4217 currency code: three capital letters", code="invalid_currency"
@@ -208,10 +209,24 @@ ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
     OrderStatus.DRAFT: frozenset({OrderStatus.SUBMITTED, OrderStatus.CANCELLED}),
     OrderStatus.SUBMITTED: frozenset({OrderStatus.CONFIRMED, OrderStatus.CANCELLED}),
     OrderStatus.CONFIRMED: frozenset({OrderStatus.ALLOCATED, OrderStatus.CANCELLED}),
+    # Allocation runs again only from "allocated" (never while a shipment is being picked).
+    # Cancelling the backorder of a partly shipped order closes it out as its shipments
+    # dictate: shipped, or delivered once every shipment is received.
     OrderStatus.ALLOCATED: frozenset(
-        {OrderStatus.ALLOCATED, OrderStatus.PICKING, OrderStatus.CANCELLED}
+        {
+            OrderStatus.ALLOCATED,
+            OrderStatus.PICKING,
+            OrderStatus.SHIPPED,
+            OrderStatus.DELIVERED,
+            OrderStatus.CANCELLED,
+        }
     ),
-    OrderStatus.PICKING: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED}),
+    # A dispatch that leaves backorders (or short-picked units) returns the order to
+    # "allocated" (only a dispatch does): the rest is allocated again when stock arrives and
+    # goes on a further shipment.
+    OrderStatus.PICKING: frozenset(
+        {OrderStatus.SHIPPED, OrderStatus.ALLOCATED, OrderStatus.CANCELLED}
+    ),
     OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
     OrderStatus.DELIVERED: frozenset({OrderStatus.CLOSED}),
     OrderStatus.CLOSED: frozenset(),
@@ -252,7 +267,9 @@ class Order(RegulatedModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(
+        default=clock.now, editable=False, help_text="the order date (the business clock)"
+    )
     submitted_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords()
 
@@ -289,6 +306,9 @@ class OrderLine(RegulatedModel):
     currency = models.CharField(max_length=3, blank=True)
     quantity_allocated = models.PositiveIntegerField(default=0)
     quantity_backordered = models.PositiveIntegerField(default=0)
+    quantity_shipped = models.PositiveIntegerField(
+        default=0, help_text="units dispatched to the buyer, over all of the order's shipments"
+    )
     history = HistoricalRecords()
 
     class Meta:
@@ -315,10 +335,20 @@ class OrderLine(RegulatedModel):
                 ),
                 name="order_line_allocated_within_quantity",
             ),
+            models.CheckConstraint(
+                condition=Q(quantity_shipped__gte=0)
+                & Q(quantity_shipped__lte=F("quantity_allocated")),
+                name="order_line_shipped_within_allocated",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.quantity} × {self.product.name} ({self.order.number})"
+
+    @property
+    def quantity_open(self) -> int:
+        """Units still to ship: allocated and waiting for a shipment, or backordered."""
+        return self.quantity_allocated - self.quantity_shipped + self.quantity_backordered
 
     @property
     def allocation_reference(self) -> str:
@@ -381,6 +411,14 @@ class Shipment(RegulatedModel):
         help_text="the seller's in-transit location the goods sit in between dispatch and receipt",
     )
     carrier = models.CharField(max_length=100, blank=True)
+    carrier_partner = models.ForeignKey(
+        Partner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="shipments_carried",
+        help_text="the logistics provider carrying the goods; its users confirm delivery",
+    )
     tracking_number = models.CharField(max_length=100, blank=True)
     status = models.CharField(
         max_length=10, choices=ShipmentStatus.choices, default=ShipmentStatus.PLANNED
@@ -388,8 +426,11 @@ class Shipment(RegulatedModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=clock.now, editable=False)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the carrier confirmed delivery"
+    )
     received_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords()
 
@@ -417,9 +458,37 @@ class Discrepancy(models.TextChoices):
     DAMAGED = "damaged", "Damaged"
 
 
+# A shipment has sent its goods in these states.
+SHIPMENT_SENT_STATUSES = (
+    ShipmentStatus.DISPATCHED,
+    ShipmentStatus.DELIVERED,
+    ShipmentStatus.RECEIVED,
+)
+# A shipment being prepared: its lines hold their allocations until it is dispatched.
+SHIPMENT_OPEN_STATUSES = (ShipmentStatus.PLANNED, ShipmentStatus.PICKED)
+
+
+class ShipmentLineQuerySet(RegulatedQuerySet):
+    def shipped(self) -> ShipmentLineQuerySet:
+        """Lines whose units actually left: of a dispatched (delivered, received) shipment and
+        with a quantity above zero. A line of which nothing was picked keeps quantity 0 after
+        dispatch: it shipped nothing, so no reader (transaction information, previous owners,
+        EPCIS, events, sales, returns) may take it for a shipment of its lot.
+
+        The one place that decides what "shipped" means for a shipment line.
+        """
+        return self.filter(quantity__gt=0, shipment__status__in=SHIPMENT_SENT_STATUSES)
+
+
 class ShipmentLine(RegulatedModel):
     """Units of one lot sent on a shipment: an edge of the trace graph (which lot went from whom
-    to whom), linked to the allocation it consumes and to the order line it fills."""
+    to whom), linked to the allocation it consumes and to the order line it fills.
+
+    Read the edges with ``ShipmentLine.objects.shipped()`` (or ``shipment.lines.shipped()``):
+    a planned line has not shipped yet, and a line of which nothing was picked never did.
+    """
+
+    objects = models.Manager.from_queryset(ShipmentLineQuerySet)()
 
     shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="lines")
     order_line = models.ForeignKey(
@@ -428,7 +497,16 @@ class ShipmentLine(RegulatedModel):
     batch = models.ForeignKey(
         "batches.Batch", on_delete=models.PROTECT, related_name="shipment_lines"
     )
-    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    quantity = models.PositiveIntegerField(
+        help_text="units planned; once dispatched, units shipped (the picked units when the "
+        "shipment was picked; 0 for a planned line of which nothing was picked)"
+    )
+    picked_quantity = models.PositiveIntegerField(
+        default=0, help_text="units confirmed picked (scanned) for this line"
+    )
+    serials = models.JSONField(
+        default=list, blank=True, help_text="serial numbers (GS1 AI 21) of the units picked"
+    )
     from_location = models.ForeignKey(
         "partners.Location", on_delete=models.PROTECT, related_name="shipment_lines_out"
     )
@@ -447,8 +525,14 @@ class ShipmentLine(RegulatedModel):
     class Meta:
         ordering = ["shipment", "id"]
         constraints = [
+            # Only a line of which nothing was picked may ship nothing.
             models.CheckConstraint(
-                condition=Q(quantity__gt=0), name="shipment_line_quantity_positive"
+                condition=Q(quantity__gt=0) | Q(picked_quantity=0),
+                name="shipment_line_quantity_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(picked_quantity__lte=F("quantity")),
+                name="shipment_line_picked_within_quantity",
             ),
             models.UniqueConstraint(
                 fields=["shipment", "allocation"], name="shipment_line_allocation_once"
@@ -469,6 +553,93 @@ class ShipmentLine(RegulatedModel):
         if self.received_quantity is None:
             return 0
         return self.quantity - self.received_quantity - self.damaged_quantity
+
+
+# --- packages (SSCC) ------------------------------------------------------------------------
+
+
+sscc_validator = RegexValidator(r"^[0-9]{18}$", "an SSCC is 18 digits", code="invalid_sscc")
+
+
+class SsccCounter(models.Model):
+    """The last serial reference issued under a GS1 company prefix; locked while the next one
+    is taken.
+
+    Not regulated: the codes it hands out are recorded in each package's own history.
+    """
+
+    company_prefix = models.CharField(max_length=12, primary_key=True)
+    last_serial = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.company_prefix}: {self.last_serial}"
+
+
+class PackageStatus(models.TextChoices):
+    PACKED = "packed", "Packed"
+    UNPACKED = "unpacked", "Unpacked (void: its units count in no package)"
+
+
+class ShipmentPackage(RegulatedModel):
+    """A logistic unit (case, pallet) of a shipment, labelled with its SSCC (GS1 AI 00).
+
+    A package emptied before dispatch is marked ``unpacked``, never deleted: its SSCC stays
+    issued (it is never handed out again) and its contents stay on record, but they count in
+    no package any more.
+    """
+
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="packages")
+    sscc = models.CharField(max_length=18, unique=True, validators=[sscc_validator])
+    status = models.CharField(
+        max_length=8, choices=PackageStatus.choices, default=PackageStatus.PACKED
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    unpacked_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["shipment", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(sscc__regex=r"^[0-9]{18}$"), name="shipment_package_sscc_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(status=PackageStatus.PACKED, unpacked_at__isnull=True)
+                | Q(status=PackageStatus.UNPACKED, unpacked_at__isnull=False),
+                name="shipment_package_unpacked_when",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"SSCC {self.sscc} on {self.shipment.number}"
+
+
+class ShipmentPackageLine(RegulatedModel):
+    """Units of one shipment line packed in a package."""
+
+    package = models.ForeignKey(ShipmentPackage, on_delete=models.PROTECT, related_name="lines")
+    shipment_line = models.ForeignKey(
+        ShipmentLine, on_delete=models.PROTECT, related_name="package_lines"
+    )
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["package", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="shipment_package_line_quantity_positive"
+            ),
+            models.UniqueConstraint(
+                fields=["package", "shipment_line"], name="shipment_package_line_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} of line #{self.shipment_line_id} in {self.package.sscc}"
 
 
 # --- returns -------------------------------------------------------------------------------
@@ -571,7 +742,7 @@ class ReturnRequest(RegulatedModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=clock.now, editable=False)
     authorised_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(null=True, blank=True)
     disposed_at = models.DateTimeField(null=True, blank=True)

@@ -12,6 +12,7 @@ from partners.models import Partner
 from partners.selectors import partner_may_receive
 
 from .models import (
+    SHIPMENT_SENT_STATUSES,
     Agreement,
     AgreementPrice,
     AgreementStatus,
@@ -20,7 +21,6 @@ from .models import (
     OrderStatus,
     Shipment,
     ShipmentLine,
-    ShipmentStatus,
 )
 
 
@@ -157,7 +157,7 @@ def check_order_rules(order: Order, *, on: datetime.date) -> OrderRuleDecision:
 
 # --- shipments -----------------------------------------------------------------------------
 
-SENT = (ShipmentStatus.DISPATCHED, ShipmentStatus.DELIVERED, ShipmentStatus.RECEIVED)
+SENT = SHIPMENT_SENT_STATUSES
 
 # 21 U.S.C. 360eee(27) (FD&C Act §581(27)): the transaction statement, made by the entity
 # transferring ownership of the product.
@@ -177,13 +177,51 @@ TRANSACTION_STATEMENT = (
 
 
 def shipments_visible_to(user) -> QuerySet[Shipment]:
-    """Shipments of orders where the user's partner is buyer or seller; regulators read all."""
+    """Shipments of orders where the user's partner is buyer or seller; regulators read all.
+
+    Everything about a shipment — its lines, packages, transaction information, EPCIS events,
+    readings, history — is read through this scope. The logistics provider carrying a shipment
+    is no party to it: it reads the delivery fields only, through
+    :func:`shipments_for_delivery`.
+    """
     queryset = Shipment.objects.select_related(
         "order__buyer", "order__seller", "from_site", "to_site"
-    ).prefetch_related("lines")
+    ).prefetch_related("lines", "packages__lines")
     if user.sees_everything:
         return queryset
+    if user.partner_id is None:
+        return queryset.none()
     return queryset.filter(Q(order__buyer_id=user.partner_id) | Q(order__seller_id=user.partner_id))
+
+
+def shipments_for_delivery(user) -> QuerySet[Shipment]:
+    """The shipments whose delivery the user may see and confirm: the parties' (as
+    :func:`shipments_visible_to`) and those the user's partner carries as ``carrier_partner``.
+    To a user who is no party (:func:`is_shipment_party`), callers show the delivery fields
+    only."""
+    queryset = Shipment.objects.select_related(
+        "order__buyer", "order__seller", "from_site", "to_site"
+    ).prefetch_related("lines", "packages__lines")
+    if user.sees_everything:
+        return queryset
+    if user.partner_id is None:
+        return queryset.none()
+    return queryset.filter(
+        Q(order__buyer_id=user.partner_id)
+        | Q(order__seller_id=user.partner_id)
+        | Q(carrier_partner_id=user.partner_id)
+    )
+
+
+def is_shipment_party(user, shipment: Shipment) -> bool:
+    """Whether ``user`` reads the whole shipment: its buyer's or seller's users, regulators
+    and superusers. A carrier's users are not (they read the delivery fields)."""
+    if user.sees_everything:
+        return True
+    return user.partner_id is not None and user.partner_id in {
+        shipment.order.buyer_id,
+        shipment.order.seller_id,
+    }
 
 
 def _party(partner: Partner, site) -> dict:
@@ -212,22 +250,23 @@ def lot_previous_owners(*, batch_id: int, owner: Partner, before) -> list[dict]:
     frontier = [(owner.pk, before)]
     while frontier:
         owner_id, until = frontier.pop()
-        shipments = (
-            Shipment.objects.filter(
-                lines__batch_id=batch_id,
-                order__buyer_id=owner_id,
-                status__in=SENT,
-                dispatched_at__lt=until,
-            )
-            .select_related("order__buyer", "order__seller", "from_site", "to_site")
-            .distinct()
+        # Only lines that shipped units of the lot: a line of which nothing was picked is no
+        # transaction of the lot.
+        shipped = ShipmentLine.objects.shipped().filter(
+            batch_id=batch_id,
+            shipment__order__buyer_id=owner_id,
+            shipment__dispatched_at__lt=until,
+        )
+        quantities: dict[int, int] = {}
+        for shipment_id, quantity in shipped.values_list("shipment_id", "quantity"):
+            quantities[shipment_id] = quantities.get(shipment_id, 0) + quantity
+        shipments = Shipment.objects.filter(pk__in=list(quantities)).select_related(
+            "order__buyer", "order__seller", "from_site", "to_site"
         )
         for shipment in shipments:
             if shipment.pk in found:
                 continue
-            quantity = sum(
-                line.quantity for line in shipment.lines.all() if line.batch_id == batch_id
-            )
+            quantity = quantities[shipment.pk]
             found[shipment.pk] = {
                 "shipment": shipment.number,
                 "transaction_date": shipment.dispatched_at.isoformat(),
@@ -247,6 +286,7 @@ def shipment_transaction_information(shipment: Shipment) -> dict:
     order = shipment.order
     lines = list(
         ShipmentLine.objects.filter(shipment=shipment)
+        .shipped()
         .select_related("batch__product")
         .order_by("id")
     )

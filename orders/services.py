@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 from django.db import transaction
 from django.db.models import Q, Sum
 from django.http import HttpRequest
-from django.utils import timezone
 
 from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
 from audit.models import Signature, SignatureMeaning
 from audit.services import signature_apply, signature_verify_password
+from batches import hooks
 from batches import services as stock
 from batches.models import (
     AllocationStatus,
@@ -33,6 +33,7 @@ from batches.models import (
     StockBalance,
 )
 from partners.models import Location, LocationKind, Partner, PartnerKind, Role, Site, User
+from pharmadms import clock
 from pharmadms.exceptions import InvalidInput, NotFound, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role
 
@@ -42,6 +43,7 @@ from .models import (
     ORDER_TRANSITIONS,
     RETURN_ACTIVE_STATUSES,
     RETURN_TRANSITIONS,
+    SHIPMENT_OPEN_STATUSES,
     SHIPMENT_TRANSITIONS,
     Agreement,
     AgreementPrice,
@@ -51,6 +53,7 @@ from .models import (
     OrderLine,
     OrderNumberCounter,
     OrderStatus,
+    PackageStatus,
     ReturnDisposition,
     ReturnLine,
     ReturnNumberCounter,
@@ -61,7 +64,10 @@ from .models import (
     Shipment,
     ShipmentLine,
     ShipmentNumberCounter,
+    ShipmentPackage,
+    ShipmentPackageLine,
     ShipmentStatus,
+    SsccCounter,
 )
 from .selectors import agreements_overlapping, check_order_rules
 from .signals import announce
@@ -383,7 +389,7 @@ def order_create(
         seen.add(product.pk)
 
     number = _next_number(
-        OrderNumberCounter, "SO", timezone.localdate()
+        OrderNumberCounter, "SO", clock.localdate()
     )  # a lock, taken before the first seal
     order = create_with_reason(
         Order,
@@ -417,7 +423,7 @@ def order_submit(
     _require_member(actor, order.buyer, "a member of the buyer")
     order = _lock(Order, order.pk)
     _transition(order, OrderStatus.SUBMITTED)
-    decision = check_order_rules(order, on=on or timezone.localdate())
+    decision = check_order_rules(order, on=on or clock.localdate())
     if not decision.allowed:
         raise RuleViolation(
             decision.detail, code=decision.code, extra={"product": decision.product_id}
@@ -438,7 +444,7 @@ def order_submit(
         changes={
             "status": OrderStatus.SUBMITTED,
             "agreement": decision.agreement,
-            "submitted_at": timezone.now(),
+            "submitted_at": clock.now(),
         },
         editable={"status", "agreement", "submitted_at"},
     )
@@ -486,6 +492,9 @@ def _lock_balances(*, product_ids: Iterable[int], location_ids: Iterable[int]) -
     )
 
 
+ALLOCATE_FROM = frozenset({OrderStatus.CONFIRMED, OrderStatus.ALLOCATED})
+
+
 @transaction.atomic
 def order_allocate(
     *, order: Order, actor: User, reason: str, on: datetime.date | None = None
@@ -495,10 +504,25 @@ def order_allocate(
     Each line takes what is there, honouring the agreement's minimum remaining shelf life; what
     cannot be allocated stays on the line as a backorder. The order is then ``allocated``;
     allocating an allocated order again tries to fill its backorders.
+
+    Only a confirmed or allocated order is allocated: while a shipment is being picked
+    (``picking``) its allocations belong to that shipment, and the backorder waits until the
+    dispatch returns the order to ``allocated``.
     """
     require_role(actor, *ALLOCATION_ROLES)
     _require_member(actor, order.seller, "a member of the seller")
     order = _lock(Order, order.pk)
+    if order.status not in ALLOCATE_FROM:
+        raise RuleViolation(
+            f"order {order.number} is {order.status}: only a confirmed or allocated order is "
+            "allocated"
+            + (
+                "; its shipment is being picked — allocate the rest once it is dispatched"
+                if order.status == OrderStatus.PICKING
+                else ""
+            ),
+            code="invalid_transition",
+        )
     _transition(order, OrderStatus.ALLOCATED)
     if order.status == OrderStatus.ALLOCATED and not order.has_backorders:
         raise RuleViolation(f"order {order.number} is fully allocated", code="nothing_to_allocate")
@@ -509,7 +533,7 @@ def order_allocate(
     ]
     locations = _seller_storage(order)
     min_days = order.agreement.min_remaining_shelf_life_days if order.agreement else 0
-    today = on or timezone.localdate()
+    today = on or clock.localdate()
 
     # Lock order: every balance this allocation may touch is locked here, before the first
     # sealed write (stock_allocate's first StockAllocation). The chain head is then taken last
@@ -566,6 +590,28 @@ SELLER_CANCELS = frozenset(
 )
 
 
+def _lock_for_release(allocations: list[StockAllocation]) -> None:
+    """Lock what releasing ``allocations`` touches: their balances first (pk order, as the
+    ledger does), then the allocations, all before the transaction's first sealed write."""
+    if not allocations:
+        return
+    places = Q()
+    for allocation in allocations:
+        places |= Q(batch_id=allocation.batch_id, location_id=allocation.location_id)
+    list(
+        StockBalance.objects.select_for_update()
+        .filter(places)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    list(
+        StockAllocation.objects.select_for_update()
+        .filter(pk__in=[allocation.pk for allocation in allocations])
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 @transaction.atomic
 def order_cancel(*, order: Order, actor: User, reason: str) -> Order:
     """Cancel an order and give every unit allocated to it back to available stock."""
@@ -586,6 +632,12 @@ def order_cancel(*, order: Order, actor: User, reason: str) -> Order:
             code="cancel_not_allowed",
         )
     lines = list(order.lines.order_by("id"))
+    if any(line.quantity_shipped for line in lines):
+        raise RuleViolation(
+            f"order {order.number} has shipped in part: what shipped cannot be cancelled; "
+            "cancel its backorder instead",
+            code="partly_shipped",
+        )
     allocations = list(
         StockAllocation.objects.filter(
             reference__in=[line.allocation_reference for line in lines],
@@ -594,24 +646,7 @@ def order_cancel(*, order: Order, actor: User, reason: str) -> Order:
         .select_related("batch", "location")
         .order_by("pk")
     )
-    # Lock order: balances first (pk order, as the ledger does), then the allocations, all
-    # before the first sealed write below.
-    if allocations:
-        places = Q()
-        for allocation in allocations:
-            places |= Q(batch_id=allocation.batch_id, location_id=allocation.location_id)
-        list(
-            StockBalance.objects.select_for_update()
-            .filter(places)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        list(
-            StockAllocation.objects.select_for_update()
-            .filter(pk__in=[allocation.pk for allocation in allocations])
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+    _lock_for_release(allocations)
     for allocation in allocations:
         stock.stock_deallocate(allocation=allocation, actor=actor, reason=reason)
     for line in lines:
@@ -631,6 +666,90 @@ def order_cancel(*, order: Order, actor: User, reason: str) -> Order:
         editable={"status"},
     )
     _announce_order("order.cancelled", order)
+    return order
+
+
+BACKORDER_CANCELS = frozenset({OrderStatus.ALLOCATED, OrderStatus.PICKING})
+
+
+@transaction.atomic
+def order_cancel_backorder(*, order: Order, actor: User, reason: str) -> Order:
+    """The seller gives up what an order still waits for: every backordered unit, and every
+    unit allocated but on no shipment (those allocations go back to available stock). What is
+    on a shipment stays on it.
+
+    The order is then what its shipments make it: still ``picking`` while a shipment is
+    planned or picked (its dispatch leaves nothing open, so the order is shipped then);
+    otherwise ``delivered`` when every shipment is received, else ``shipped``. An order that
+    has no shipment at all is cancelled instead (``nothing_shipped``).
+    """
+    require_role(actor, *SELLER_ROLES)
+    _require_member(actor, order.seller, "a member of the seller")
+    order = _lock(Order, order.pk)
+    if order.status not in BACKORDER_CANCELS:
+        raise RuleViolation(
+            f"order {order.number} is {order.status}: only an allocated or picking order has "
+            "a backorder to cancel",
+            code="invalid_transition",
+        )
+    shipment_statuses = list(
+        Shipment.objects.filter(order_id=order.pk).values_list("status", flat=True)
+    )
+    if not shipment_statuses:
+        raise RuleViolation(
+            f"order {order.number} has no shipment: nothing of it is on its way, so cancel "
+            "the order instead",
+            code="nothing_shipped",
+        )
+    lines = list(order.lines.order_by("id"))
+    references = {line.allocation_reference: line for line in lines}
+    # Allocations not on any shipment (those on a planned or picked shipment stay with it).
+    allocations = list(
+        StockAllocation.objects.filter(
+            reference__in=list(references),
+            status=AllocationStatus.ACTIVE,
+            shipment_lines__isnull=True,
+        )
+        .select_related("batch", "location")
+        .order_by("pk")
+    )
+    if not allocations and not any(line.quantity_backordered for line in lines):
+        raise RuleViolation(
+            f"order {order.number} has no backorder and nothing allocated off its shipments",
+            code="nothing_to_cancel",
+        )
+    _lock_for_release(allocations)
+
+    released: dict[int, int] = {}
+    for allocation in allocations:
+        stock.stock_deallocate(allocation=allocation, actor=actor, reason=reason)
+        line = references[allocation.reference]
+        released[line.pk] = released.get(line.pk, 0) + allocation.quantity
+    for line in lines:
+        freed = released.get(line.pk, 0)
+        if freed or line.quantity_backordered:
+            update_with_reason(
+                line,
+                actor=actor,
+                reason=reason,
+                changes={
+                    "quantity_allocated": line.quantity_allocated - freed,
+                    "quantity_backordered": 0,
+                },
+                editable={"quantity_allocated", "quantity_backordered"},
+            )
+    if not any(status in SHIPMENT_OPEN_STATUSES for status in shipment_statuses):
+        everything_in = all(status == ShipmentStatus.RECEIVED for status in shipment_statuses)
+        target = OrderStatus.DELIVERED if everything_in else OrderStatus.SHIPPED
+        _transition(order, target)
+        order = update_with_reason(
+            order,
+            actor=actor,
+            reason=reason,
+            changes={"status": target},
+            editable={"status"},
+        )
+    _announce_order("order.backorder_cancelled", order)
     return order
 
 
@@ -726,7 +845,8 @@ def shipment_payload(shipment: Shipment) -> dict[str, Any]:
                 "damaged_quantity": line.damaged_quantity,
                 "discrepancy": line.discrepancy,
             }
-            for line in shipment.lines.select_related("batch__product").order_by("id")
+            # What left: a line of which nothing was picked shipped nothing.
+            for line in shipment.lines.shipped().select_related("batch__product").order_by("id")
         ],
     }
 
@@ -744,23 +864,56 @@ def _announce_shipment(event: str, shipment: Shipment) -> None:
 
 @transaction.atomic
 def shipment_create_from_order(
-    *, order: Order, actor: User, reason: str, carrier: str = "", tracking_number: str = ""
+    *,
+    order: Order,
+    actor: User,
+    reason: str,
+    carrier: str = "",
+    tracking_number: str = "",
+    carrier_partner: Partner | None = None,
 ) -> Shipment:
-    """Plan the shipment of an allocated order: one line per active allocation of its lines.
+    """Plan the shipment of an allocated order: one line per active allocation of its lines
+    that is on no shipment yet.
 
-    The order moves to ``picking``; backorders left on its lines are not shipped with it.
+    The order moves to ``picking``; backorders left on its lines are not shipped with it (they
+    go on a further shipment once allocated). One shipment is prepared at a time: while one is
+    planned or picked, no other is planned (``shipment_in_progress``), and an allocation never
+    goes on two shipments. ``carrier_partner`` is the logistics provider whose users may
+    confirm the delivery.
     """
     require_role(actor, *SHIPMENT_CREATE_ROLES)
     _require_member(actor, order.seller, "a member of the seller")
+    if carrier_partner is not None and (
+        carrier_partner.kind != PartnerKind.LOGISTICS or not carrier_partner.is_active
+    ):
+        raise InvalidInput(
+            f"{carrier_partner.name} is no active logistics provider", code="invalid_carrier"
+        )
     order = _lock(Order, order.pk)
     if order.status != OrderStatus.ALLOCATED:
         raise RuleViolation(
             f"order {order.number} is {order.status}: only an allocated order is shipped",
             code="invalid_transition",
         )
+    in_progress = (
+        Shipment.objects.filter(order_id=order.pk, status__in=SHIPMENT_OPEN_STATUSES)
+        .order_by("pk")
+        .first()
+    )
+    if in_progress is not None:
+        raise RuleViolation(
+            f"shipment {in_progress.number} of order {order.number} is {in_progress.status}: "
+            "dispatch it before planning another",
+            code="shipment_in_progress",
+            extra={"shipment": in_progress.pk},
+        )
     lines = {line.allocation_reference: line for line in order.lines.order_by("id")}
     allocation_ids = list(
-        StockAllocation.objects.filter(reference__in=list(lines), status=AllocationStatus.ACTIVE)
+        StockAllocation.objects.filter(
+            reference__in=list(lines),
+            status=AllocationStatus.ACTIVE,
+            shipment_lines__isnull=True,  # never an allocation already on a shipment
+        )
         .order_by("pk")
         .values_list("pk", flat=True)
     )
@@ -784,7 +937,7 @@ def shipment_create_from_order(
             code="allocations_across_sites",
         )
     (from_site,) = sites
-    number = _next_number(ShipmentNumberCounter, "SH", timezone.localdate())
+    number = _next_number(ShipmentNumberCounter, "SH", clock.localdate())
     shipment = create_with_reason(
         Shipment,
         actor=actor,
@@ -793,7 +946,8 @@ def shipment_create_from_order(
         order=order,
         from_site=from_site,
         to_site=order.ship_to,
-        carrier=carrier,
+        carrier=carrier or (carrier_partner.name if carrier_partner else ""),
+        carrier_partner=carrier_partner,
         tracking_number=tracking_number,
         created_by=actor,
     )
@@ -819,15 +973,363 @@ def shipment_create_from_order(
     return shipment
 
 
+def _check_allocated(
+    shipment: Shipment, lines: list[ShipmentLine], allocations: Mapping[int, StockAllocation]
+) -> None:
+    """Refuse (``shipment_not_allocated``) unless every line still holds its allocation, whole
+    and where the line takes it from."""
+    for line in lines:
+        allocation = allocations[line.allocation_id]
+        if (
+            allocation.status != AllocationStatus.ACTIVE
+            or allocation.quantity != line.quantity
+            or allocation.location_id != line.from_location_id
+        ):
+            raise RuleViolation(
+                f"lot {line.batch.lot_number} on shipment {shipment.number} is no longer "
+                "allocated; plan the shipment again",
+                code="shipment_not_allocated",
+            )
+
+
+def _holds(batch: Batch, location: Location | None) -> list[hooks.Hold]:
+    return hooks.lot_holds(batch, location)
+
+
+def _refuse_held(batch: Batch, location: Location | None) -> None:
+    """Refuse with the first hold on ``batch`` (a recall, an excursion), as the hooks name it."""
+    holds = _holds(batch, location)
+    if holds:
+        hold = holds[0]
+        raise RuleViolation(hold.detail, code=hold.code, extra={"reference": hold.reference})
+
+
+def _shipment_id(value: Any) -> Any:
+    return value.pk if isinstance(value, Shipment) else value
+
+
+def _picking_started(lines: Iterable[ShipmentLine]) -> bool:
+    return any(line.picked_quantity for line in lines)
+
+
+@transaction.atomic
+def shipment_pick(
+    *,
+    shipment: Shipment,
+    batch: Batch,
+    quantity: int,
+    location: Location,
+    actor: User,
+    reason: str,
+    serials: Iterable[str] = (),
+) -> ShipmentLine:
+    """Confirm ``quantity`` units of ``batch`` picked from ``location`` for a planned shipment
+    (a scan at the seller's shelf). Stock does not move here: it moves at dispatch.
+
+    Refused when the lot is not on the shipment (``not_allocated_lot``), is allocated elsewhere
+    (``wrong_location``), would be picked beyond what its lines still need
+    (``quantity_exceeds_expected``), is held (the hold's own code) or when the shipment is no
+    longer planned (``invalid_transition``). When every line is fully picked the shipment is
+    ``picked``. ``serials`` are the units' serial numbers (GS1 AI 21), one per unit, if scanned.
+    """
+    require_role(actor, *DISPATCH_ROLES)
+    shipment = _lock_shipment(shipment)
+    _require_member(actor, shipment.order.seller, "a member of the seller")
+    if shipment.status != ShipmentStatus.PLANNED:
+        raise RuleViolation(
+            f"shipment {shipment.number} is {shipment.status}: only a planned shipment is picked",
+            code="invalid_transition",
+        )
+    quantity = _line_quantity(quantity)
+    serials = [str(serial).strip() for serial in serials]
+    if serials and (len(serials) != quantity or not all(serials)):
+        raise InvalidInput(
+            f"{len(serials)} serial numbers for {quantity} units: give one per unit, or none",
+            code="serials_mismatch",
+        )
+    if len(set(serials)) != len(serials):
+        raise InvalidInput("a serial number appears twice", code="duplicate_serial")
+    lines = list(shipment.lines.select_related("batch", "from_location").order_by("id"))
+    # The allocations the lines hold (locked before the first sealed write): a shipment whose
+    # order was cancelled, or whose stock was released, is not picked.
+    _check_allocated(shipment, lines, _lock_allocations(line.allocation_id for line in lines))
+    of_lot = [line for line in lines if line.batch_id == batch.pk]
+    if not of_lot:
+        raise RuleViolation(
+            f"lot {batch.lot_number} is not on shipment {shipment.number}: pick the lots it "
+            f"lists ({', '.join(sorted({line.batch.lot_number for line in lines}))})",
+            code="not_allocated_lot",
+        )
+    here = [line for line in of_lot if line.from_location_id == location.pk]
+    if not here:
+        where = ", ".join(sorted({str(line.from_location) for line in of_lot}))
+        raise RuleViolation(
+            f"lot {batch.lot_number} of shipment {shipment.number} is allocated at {where}, "
+            f"not at {location}",
+            code="wrong_location",
+        )
+    needed = sum(line.quantity - line.picked_quantity for line in here)
+    if quantity > needed:
+        raise RuleViolation(
+            f"lot {batch.lot_number}: {quantity} units picked, but shipment {shipment.number} "
+            f"still needs {needed}",
+            code="quantity_exceeds_expected",
+            extra={"expected": needed},
+        )
+    lot = here[0].batch
+    # A hold names its cause (the recall number, the excursion): it answers before the status.
+    _refuse_held(lot, location)
+    if lot.status != BatchStatus.RELEASED:
+        raise RuleViolation(
+            f"lot {lot.lot_number} is {lot.status}: it cannot be shipped", code="batch_not_released"
+        )
+    today = clock.localdate()
+    if lot.is_expired_on(today):
+        raise RuleViolation(
+            f"lot {lot.lot_number} expired on {lot.expires_on}: it cannot be shipped",
+            code="batch_expired",
+        )
+    known = {serial for line in lines for serial in line.serials}
+    repeated = sorted(known.intersection(serials))
+    if repeated:
+        raise RuleViolation(
+            f"serial numbers already picked on {shipment.number}: {', '.join(repeated[:5])}",
+            code="duplicate_serial",
+        )
+    remaining, touched = quantity, here[0]
+    for line in here:
+        if remaining == 0:
+            break
+        take = min(remaining, line.quantity - line.picked_quantity)
+        if not take:
+            continue
+        taken_serials, serials = serials[:take], serials[take:]
+        touched = update_with_reason(
+            line,
+            actor=actor,
+            reason=reason,
+            changes={
+                "picked_quantity": line.picked_quantity + take,
+                "serials": [*line.serials, *taken_serials],
+            },
+            editable={"picked_quantity", "serials"},
+        )
+        remaining -= take
+    if all(line.picked_quantity == line.quantity for line in lines):
+        update_with_reason(
+            shipment,
+            actor=actor,
+            reason=reason,
+            changes={"status": ShipmentStatus.PICKED},
+            editable={"status"},
+        )
+    return touched
+
+
+# SSCC: extension digit + GS1 company prefix + serial reference = 17 digits, + check digit.
+SSCC_BODY_DIGITS = 17
+
+
+def _next_sscc(company_prefix: str) -> str:
+    """The next SSCC under ``company_prefix``, from a counter taken under its row lock (before
+    the first sealed write). The serial reference fills the digits the prefix leaves; when they
+    run out, the extension digit (0–9) extends the range."""
+    from biip.checksums import gs1_standard_check_digit
+    from biip.sscc import Sscc
+
+    reference_digits = SSCC_BODY_DIGITS - 1 - len(company_prefix)
+    capacity = 10**reference_digits
+    counter, _ = SsccCounter.objects.get_or_create(company_prefix=company_prefix)
+    counter = SsccCounter.objects.select_for_update().get(pk=counter.pk)
+    serial = counter.last_serial + 1
+    extension, reference = divmod(serial, capacity)
+    if extension > 9:
+        raise RuleViolation(
+            f"every SSCC under company prefix {company_prefix} has been issued",
+            code="sscc_range_exhausted",
+        )
+    counter.last_serial = serial
+    counter.save(update_fields=["last_serial"])
+    body = f"{extension}{company_prefix}{reference:0{reference_digits}d}"
+    sscc = body + str(gs1_standard_check_digit(body))
+    Sscc.parse(sscc)  # biip checks length and check digit
+    return sscc
+
+
+PACK_STATUSES = frozenset({ShipmentStatus.PLANNED, ShipmentStatus.PICKED})
+
+
+def _packed_units(shipment: Shipment) -> dict[int, int]:
+    """Units of each line of ``shipment`` in its packages (unpacked packages hold none)."""
+    return dict(
+        ShipmentPackageLine.objects.filter(
+            package__shipment=shipment, package__status=PackageStatus.PACKED
+        )
+        .values("shipment_line_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("shipment_line_id", "total")
+    )
+
+
+@transaction.atomic
+def shipment_pack(
+    *,
+    shipment: Shipment,
+    contents: Iterable[tuple[ShipmentLine, int]],
+    actor: User,
+    reason: str,
+) -> ShipmentPackage:
+    """Put units of a shipment's lines into one package labelled with a new SSCC, made from the
+    seller's GS1 company prefix. ``contents`` are ``(shipment line, quantity)`` pairs; no line
+    is packed beyond its quantity over all of the shipment's packages."""
+    require_role(actor, *DISPATCH_ROLES)
+    shipment = _lock_shipment(shipment)
+    seller = shipment.order.seller
+    _require_member(actor, seller, "a member of the seller")
+    if shipment.status not in PACK_STATUSES:
+        raise RuleViolation(
+            f"shipment {shipment.number} is {shipment.status}: it is packed before dispatch",
+            code="invalid_transition",
+        )
+    if not seller.gs1_company_prefix:
+        raise RuleViolation(
+            f"{seller.name} has no GS1 company prefix to build an SSCC from",
+            code="no_company_prefix",
+        )
+    lines = {line.pk: line for line in shipment.lines.order_by("id")}
+    contents = list(contents)
+    if not contents:
+        raise InvalidInput("a package holds at least one line", code="empty_package")
+    if len(contents) > MAX_LINES:
+        raise InvalidInput(f"a package holds at most {MAX_LINES} lines", code="too_many_lines")
+    packed = _packed_units(shipment)
+    planned: list[tuple[ShipmentLine, int]] = []
+    for entry in contents:
+        try:
+            value, quantity = entry
+        except (TypeError, ValueError) as error:
+            raise InvalidInput(
+                "each content is a (shipment line, quantity) pair", code="invalid_line"
+            ) from error
+        line_id = value.pk if isinstance(value, ShipmentLine) else value
+        if isinstance(line_id, bool) or not isinstance(line_id, int):
+            raise InvalidInput("each content names a shipment line", code="invalid_line")
+        if line_id not in lines:
+            raise InvalidInput(
+                f"line {line_id} is not on shipment {shipment.number}", code="unknown_line"
+            )
+        if any(line.pk == line_id for line, _ in planned):
+            raise InvalidInput(f"line {line_id} appears twice", code="duplicate_line")
+        quantity = _line_quantity(quantity)
+        line = lines[line_id]
+        room = line.quantity - packed.get(line_id, 0)
+        if quantity > room:
+            raise RuleViolation(
+                f"line {line_id}: {quantity} units to pack, but only {room} of its "
+                f"{line.quantity} are not packed yet",
+                code="quantity_exceeds_expected",
+                extra={"expected": room},
+            )
+        planned.append((line, quantity))
+    sscc = _next_sscc(seller.gs1_company_prefix)  # a lock, taken before the first seal
+    package = create_with_reason(
+        ShipmentPackage,
+        actor=actor,
+        reason=reason,
+        shipment=shipment,
+        sscc=sscc,
+        created_by=actor,
+    )
+    for line, quantity in planned:
+        create_with_reason(
+            ShipmentPackageLine,
+            actor=actor,
+            reason=reason,
+            package=package,
+            shipment_line=line,
+            quantity=quantity,
+        )
+    return package
+
+
+def package_by_sscc(sscc: str) -> ShipmentPackage:
+    """The package labelled ``sscc`` (18 digits), with its shipment and lines. An unpacked
+    package's label names no package any more: not found."""
+    value = (sscc or "").strip() if isinstance(sscc, str) else ""
+    package = (
+        ShipmentPackage.objects.select_related("shipment__order")
+        .prefetch_related("lines__shipment_line__batch")
+        .filter(sscc=value, status=PackageStatus.PACKED)
+        .first()
+    )
+    if package is None:
+        raise NotFound(f"no package is labelled SSCC {value or sscc!r}", code="unknown_sscc")
+    return package
+
+
+@transaction.atomic
+def shipment_unpack(
+    *, shipment: Shipment, package: ShipmentPackage | int | str, actor: User, reason: str
+) -> ShipmentPackage:
+    """Empty a package of a planned or picked shipment (named by the package, its id or its
+    SSCC): it is marked ``unpacked`` — kept, with its history and contents on record, its SSCC
+    never issued again — and its units count in no package, so they may be packed again. The
+    way out of ``packed_exceeds_shipped`` when fewer units were picked than packed."""
+    require_role(actor, *DISPATCH_ROLES)
+    shipment = _lock_shipment(shipment)
+    _require_member(actor, shipment.order.seller, "a member of the seller")
+    if isinstance(package, ShipmentPackage):
+        where = Q(pk=package.pk)
+    elif isinstance(package, int) and not isinstance(package, bool):
+        where = Q(pk=package)
+    elif isinstance(package, str) and package.strip().isascii() and package.strip().isdigit():
+        where = Q(sscc=package.strip())
+    else:
+        where = None
+    found = (
+        ShipmentPackage.objects.select_for_update(of=("self",))
+        .filter(where, shipment_id=shipment.pk)
+        .first()
+        if where is not None
+        else None
+    )
+    if found is None:
+        raise InvalidInput(
+            f"no package {package!r} is on shipment {shipment.number}", code="unknown_package"
+        )
+    if found.status == PackageStatus.UNPACKED:
+        raise RuleViolation(
+            f"package SSCC {found.sscc} was unpacked already", code="already_unpacked"
+        )
+    if shipment.status not in PACK_STATUSES:
+        raise RuleViolation(
+            f"shipment {shipment.number} is {shipment.status}: a package is unpacked before "
+            "dispatch",
+            code="invalid_transition",
+        )
+    return update_with_reason(
+        found,
+        actor=actor,
+        reason=reason,
+        changes={"status": PackageStatus.UNPACKED, "unpacked_at": clock.now()},
+        editable={"status", "unpacked_at"},
+    )
+
+
 @transaction.atomic
 def shipment_dispatch(
     *, shipment: Shipment, actor: User, reason: str, on: datetime.date | None = None
 ) -> Shipment:
-    """Send a planned shipment: its units leave the seller's storage for its in-transit
-    location, consuming their allocations; the order is then ``shipped``.
+    """Send a planned or picked shipment: its units leave the seller's storage for its
+    in-transit location, consuming their allocations.
+
+    Once picking has begun (any unit picked), each line ships the units picked for it: a line
+    picked short releases its allocation's rest, which goes back to the order line as a
+    backorder (allocated again when stock allows, on a further shipment). The order is then
+    ``shipped`` when nothing of it remains to ship, else ``allocated`` again.
 
     The order rules are checked again on the dispatch day: the buyer's licence may have lapsed
-    since the order was submitted.
+    since the order was submitted; and no held lot (recall, excursion) leaves.
     """
     require_role(actor, *DISPATCH_ROLES)
     shipment = _lock_shipment(shipment)
@@ -841,6 +1343,8 @@ def shipment_dispatch(
     lines = list(shipment.lines.select_related("batch", "from_location").order_by("id"))
     if not lines:
         raise RuleViolation(f"shipment {shipment.number} has no lines", code="empty_shipment")
+    picked = _picking_started(lines)
+    shipped = {line.pk: line.picked_quantity if picked else line.quantity for line in lines}
     in_transit = _site_location(shipment.from_site_id, LocationKind.IN_TRANSIT)
     if in_transit is None:
         raise RuleViolation(
@@ -854,48 +1358,94 @@ def shipment_dispatch(
         + [(line.batch_id, in_transit.pk) for line in lines]
     )
     allocations = _lock_allocations(line.allocation_id for line in lines)
-    for line in lines:
-        allocation = allocations[line.allocation_id]
-        if (
-            allocation.status != AllocationStatus.ACTIVE
-            or allocation.quantity != line.quantity
-            or allocation.location_id != line.from_location_id
-        ):
-            raise RuleViolation(
-                f"lot {line.batch.lot_number} on shipment {shipment.number} is no longer "
-                "allocated; plan the shipment again",
-                code="shipment_not_allocated",
-            )
+    _check_allocated(shipment, lines, allocations)
     if order.status != OrderStatus.PICKING:
         raise RuleViolation(
             f"order {order.number} is {order.status}: it cannot be shipped",
             code="invalid_transition",
         )
-    decision = check_order_rules(order, on=on or timezone.localdate())
+    decision = check_order_rules(order, on=on or clock.localdate())
     if not decision.allowed:
         raise RuleViolation(
             decision.detail, code=decision.code, extra={"product": decision.product_id}
         )
-    reference = f"shipment:{shipment.number}"
     for line in lines:
-        stock.stock_post_move(
-            batch=line.batch,
-            quantity=line.quantity,
-            kind=MoveKind.SHIPMENT,
-            actor=actor,
-            reason=reason,
-            from_location=line.from_location,
-            to_location=in_transit,
-            reference=reference,
-            consume_allocation=allocations[line.allocation_id],
+        if shipped[line.pk]:
+            _refuse_held(line.batch, line.from_location)
+    packed = _packed_units(shipment)
+    for line in lines:
+        if packed.get(line.pk, 0) > shipped[line.pk]:
+            raise RuleViolation(
+                f"lot {line.batch.lot_number}: {packed[line.pk]} units are packed but only "
+                f"{shipped[line.pk]} were picked; unpack and repack before dispatch",
+                code="packed_exceeds_shipped",
+            )
+    reference = f"shipment:{shipment.number}"
+    sent: dict[int, int] = {}
+    short: dict[int, int] = {}
+    for line in lines:
+        units = shipped[line.pk]
+        allocation = allocations[line.allocation_id]
+        sent[line.order_line_id] = sent.get(line.order_line_id, 0) + units
+        if units == line.quantity:
+            stock.stock_post_move(
+                batch=line.batch,
+                quantity=units,
+                kind=MoveKind.SHIPMENT,
+                actor=actor,
+                reason=reason,
+                from_location=line.from_location,
+                to_location=in_transit,
+                reference=reference,
+                consume_allocation=allocation,
+            )
+            continue
+        missing = line.quantity - units
+        short[line.order_line_id] = short.get(line.order_line_id, 0) + missing
+        why = (
+            f"picked short: {units} of {line.quantity} units of lot {line.batch.lot_number} "
+            f"ship on {shipment.number}; the rest is backordered; {reason}"
         )
+        stock.stock_deallocate(allocation=allocation, actor=actor, reason=why)
+        if units:
+            stock.stock_post_move(
+                batch=line.batch,
+                quantity=units,
+                kind=MoveKind.SHIPMENT,
+                actor=actor,
+                reason=why,
+                from_location=line.from_location,
+                to_location=in_transit,
+                reference=reference,
+            )
+        update_with_reason(
+            line, actor=actor, reason=why, changes={"quantity": units}, editable={"quantity"}
+        )
+    open_units = 0
+    for order_line in order.lines.order_by("id"):
+        units, missing = sent.get(order_line.pk, 0), short.get(order_line.pk, 0)
+        if units or missing:
+            order_line = update_with_reason(
+                order_line,
+                actor=actor,
+                reason=reason,
+                changes={
+                    "quantity_shipped": order_line.quantity_shipped + units,
+                    "quantity_allocated": order_line.quantity_allocated - missing,
+                    "quantity_backordered": order_line.quantity_backordered + missing,
+                },
+                editable={"quantity_shipped", "quantity_allocated", "quantity_backordered"},
+            )
+        # What the order still waits for: allocated but not shipped, or backordered (a
+        # cancelled backorder is no longer waited for).
+        open_units += order_line.quantity_open
     shipment = update_with_reason(
         shipment,
         actor=actor,
         reason=reason,
         changes={
             "status": ShipmentStatus.DISPATCHED,
-            "dispatched_at": timezone.now(),
+            "dispatched_at": clock.now(),
             "in_transit_location": in_transit,
         },
         editable={"status", "dispatched_at", "in_transit_location"},
@@ -904,10 +1454,48 @@ def shipment_dispatch(
         order,
         actor=actor,
         reason=reason,
-        changes={"status": OrderStatus.SHIPPED},
+        changes={"status": OrderStatus.ALLOCATED if open_units else OrderStatus.SHIPPED},
         editable={"status"},
     )
     _announce_shipment("shipment.dispatched", shipment)
+    return shipment
+
+
+DELIVERY_ROLES = (Role.WAREHOUSE_OPERATOR, Role.ORDER_DESK, Role.ADMIN)
+
+
+@transaction.atomic
+def shipment_deliver(*, shipment: Shipment, actor: User, reason: str) -> Shipment:
+    """The carrier's confirmation that a dispatched shipment was delivered at the buyer's site
+    (proof of delivery), recorded by the seller or by a user of the logistics provider carrying
+    it. The buyer's receipt (checking the goods in) follows; it may also come without it."""
+    shipment = _lock_shipment(shipment)
+    is_carrier = (
+        shipment.carrier_partner_id is not None and actor.partner_id == shipment.carrier_partner_id
+    )
+    if is_carrier:
+        require_role(actor, *DELIVERY_ROLES, Role.PARTNER_USER)
+    else:
+        require_role(actor, *DELIVERY_ROLES)
+        _require_member(actor, shipment.order.seller, "the seller or the carrier")
+    if shipment.status == ShipmentStatus.DELIVERED:
+        raise RuleViolation(
+            f"shipment {shipment.number} was delivered already", code="already_delivered"
+        )
+    if shipment.status in {ShipmentStatus.PLANNED, ShipmentStatus.PICKED}:
+        raise RuleViolation(
+            f"shipment {shipment.number} is {shipment.status}: it has not been dispatched",
+            code="not_dispatched",
+        )
+    _shipment_transition(shipment, ShipmentStatus.DELIVERED)
+    shipment = update_with_reason(
+        shipment,
+        actor=actor,
+        reason=reason,
+        changes={"status": ShipmentStatus.DELIVERED, "delivered_at": clock.now()},
+        editable={"status", "delivered_at"},
+    )
+    _announce_shipment("shipment.delivered", shipment)
     return shipment
 
 
@@ -975,20 +1563,36 @@ def shipment_receive(
         )
     _shipment_transition(shipment, ShipmentStatus.RECEIVED)
     order = _lock(Order, shipment.order_id)
-    _transition(order, OrderStatus.DELIVERED)
+    # A line of which nothing was picked shipped nothing: there is nothing to check in.
     shipment_lines = {
-        line.pk: line for line in shipment.lines.select_related("batch").order_by("id")
+        line.pk: line for line in shipment.lines.shipped().select_related("batch").order_by("id")
     }
     received = _received_lines(shipment_lines, list(lines))
     storage = _site_location(shipment.to_site_id, LocationKind.STORAGE)
     quarantine = _site_location(shipment.to_site_id, LocationKind.QUARANTINE)
     places: list[tuple[int, int]] = []
+    # Why sound units of a lot go to quarantine instead of storage: the lot is no longer
+    # released, or a hold (recall, excursion) names it at the buyer's storage.
+    held: dict[int, str] = {}
+    for line_id, (good, _damaged) in received.items():
+        lot = shipment_lines[line_id].batch
+        if good and lot.pk not in held:
+            if lot.status != BatchStatus.RELEASED:
+                held[lot.pk] = f"lot is {lot.status}, held on receipt"
+            else:
+                holds = _holds(lot, storage)
+                if holds:
+                    held[lot.pk] = f"held on receipt ({holds[0].code}): {holds[0].detail}"
     for line_id, (good, damaged) in received.items():
         line = shipment_lines[line_id]
         places.append((line.batch_id, shipment.in_transit_location_id))
-        sound_target = storage if line.batch.status == BatchStatus.RELEASED else quarantine
+        sound_target = quarantine if line.batch_id in held else storage
         for units, target, code in (
-            (good, sound_target, "no_storage_location"),
+            (
+                good,
+                sound_target,
+                "no_quarantine_location" if line.batch_id in held else "no_storage_location",
+            ),
             (damaged, quarantine, "no_quarantine_location"),
         ):
             if not units:
@@ -1009,15 +1613,15 @@ def shipment_receive(
         lot = line.batch
         short = line.quantity - good - damaged
         if good:
-            released = lot.status == BatchStatus.RELEASED
+            hold = held.get(lot.pk)
             stock.stock_post_move(
                 batch=lot,
                 quantity=good,
                 kind=MoveKind.DELIVERY,
                 actor=actor,
-                reason=reason if released else f"lot is {lot.status}, held on receipt: {reason}",
+                reason=f"{hold}; {reason}" if hold else reason,
                 from_location=in_transit,
-                to_location=storage if released else quarantine,
+                to_location=quarantine if hold else storage,
                 reference=reference,
             )
         if damaged:
@@ -1061,16 +1665,24 @@ def shipment_receive(
         shipment,
         actor=actor,
         reason=reason,
-        changes={"status": ShipmentStatus.RECEIVED, "received_at": timezone.now()},
+        changes={"status": ShipmentStatus.RECEIVED, "received_at": clock.now()},
         editable={"status", "received_at"},
     )
-    update_with_reason(
-        order,
-        actor=actor,
-        reason=reason,
-        changes={"status": OrderStatus.DELIVERED},
-        editable={"status"},
+    # The order is delivered once it is shipped whole and every one of its shipments is in.
+    others_open = (
+        Shipment.objects.filter(order_id=order.pk)
+        .exclude(pk=shipment.pk)
+        .exclude(status=ShipmentStatus.RECEIVED)
+        .exists()
     )
+    if order.status == OrderStatus.SHIPPED and not others_open:
+        update_with_reason(
+            order,
+            actor=actor,
+            reason=reason,
+            changes={"status": OrderStatus.DELIVERED},
+            editable={"status"},
+        )
     _announce_shipment("shipment.received", shipment)
     return shipment
 
@@ -1111,6 +1723,37 @@ def _with_parties(ret: ReturnRequest) -> ReturnRequest:
     ret.seller = Partner.objects.get(pk=ret.seller_id)
     ret.shipment = Shipment.objects.select_related("from_site", "to_site").get(pk=ret.shipment_id)
     return ret
+
+
+def return_payload(ret: ReturnRequest) -> dict[str, Any]:
+    """What a return event tells the partners' systems (JSON-ready)."""
+    ret = ReturnRequest.objects.select_related("customer", "seller", "shipment").get(pk=ret.pk)
+    return {
+        "number": ret.number,
+        "id": ret.pk,
+        "status": ret.status,
+        "rma_number": ret.rma_number,
+        "customer_gln": ret.customer.gln,
+        "seller_gln": ret.seller.gln,
+        "shipment": ret.shipment.number,
+        "shipment_id": ret.shipment_id,
+        "lines": [
+            {
+                "id": line.pk,
+                "shipment_line": line.shipment_line_id,
+                "gtin": line.batch.product.gtin,
+                "lot": line.batch.lot_number,
+                "quantity": line.quantity,
+                "reason_code": line.reason_code,
+                "disposition": line.disposition,
+            }
+            for line in ret.lines.select_related("batch__product").order_by("id")
+        ],
+    }
+
+
+def _announce_return(event: str, ret: ReturnRequest) -> None:
+    announce(event, payload=return_payload(ret), partner_ids=[ret.customer_id, ret.seller_id])
 
 
 def _not_shipped(shipment_id: Any, customer: Partner | None) -> RuleViolation:
@@ -1210,9 +1853,12 @@ def return_request_create(
         raise InvalidInput("a return needs at least one line", code="empty_return")
     if len(lines) > MAX_LINES:
         raise InvalidInput(f"a return has at most {MAX_LINES} lines", code="too_many_lines")
+    # Saleable-returns verification reads only lines that shipped units of their lot.
     shipment_lines = {
         line.pk: line
-        for line in shipment.lines.select_related("batch__product__storage_class").order_by("id")
+        for line in shipment.lines.shipped()
+        .select_related("batch__product__storage_class")
+        .order_by("id")
     }
     already = returned_quantities(shipment_lines)
     evidence = (temperature_evidence or "").strip()
@@ -1268,7 +1914,7 @@ def return_request_create(
     _check_available(planned)
 
     number = _next_number(
-        ReturnNumberCounter, "RT", timezone.localdate()
+        ReturnNumberCounter, "RT", clock.localdate()
     )  # a lock, taken before the first seal
     ret = create_with_reason(
         ReturnRequest,
@@ -1283,6 +1929,7 @@ def return_request_create(
     )
     for fields in planned:
         create_with_reason(ReturnLine, actor=actor, reason=reason, return_request=ret, **fields)
+    _announce_return("return.requested", ret)
     return ret
 
 
@@ -1321,17 +1968,19 @@ def return_authorise(
         raise RuleViolation(
             f"{ret.seller.name} already issued RMA number {rma}", code="duplicate_rma_number"
         )
-    return update_with_reason(
+    ret = update_with_reason(
         ret,
         actor=actor,
         reason=reason,
         changes={
             "status": ReturnStatus.AUTHORISED,
             "rma_number": rma,
-            "authorised_at": timezone.now(),
+            "authorised_at": clock.now(),
         },
         editable={"status", "rma_number", "authorised_at"},
     )
+    _announce_return("return.authorised", ret)
+    return ret
 
 
 @transaction.atomic
@@ -1419,17 +2068,19 @@ def return_receive(*, return_request: ReturnRequest, actor: User, reason: str) -
             to_location=target,
             reference=reference,
         )
-    return update_with_reason(
+    ret = update_with_reason(
         ret,
         actor=actor,
         reason=reason,
         changes={
             "status": ReturnStatus.RECEIVED,
-            "received_at": timezone.now(),
+            "received_at": clock.now(),
             "returns_location": target,
         },
         editable={"status", "received_at", "returns_location"},
     )
+    _announce_return("return.received", ret)
+    return ret
 
 
 class ReturnDecision(NamedTuple):
@@ -1459,7 +2110,9 @@ def _disposition_plan(
     if ret.status == ReturnStatus.DISPOSED:
         raise RuleViolation(f"return {ret.number} was disposed of already", code="already_disposed")
     _return_transition(ret, ReturnStatus.DISPOSED)
-    lines = {line.pk: line for line in ret.lines.select_related("batch").order_by("id")}
+    lines = {
+        line.pk: line for line in ret.lines.select_related("batch", "from_location").order_by("id")
+    }
     unknown = sorted(set(dispositions) - set(lines), key=str)
     if unknown:
         raise InvalidInput(f"lines {unknown} are not on this return", code="unknown_line")
@@ -1494,6 +2147,10 @@ def _disposition_plan(
                     f"lot {lot.lot_number} expired on {lot.expires_on}: it cannot be restocked",
                     code="batch_expired",
                 )
+            # A hold (recall, excursion) on the lot where the units were kept, or where they
+            # wait now, keeps them out of saleable stock: the hold's own code answers.
+            for place in (line.from_location, ret.returns_location):
+                _refuse_held(lot, place)
         plan.append((line, disposition))
     return plan
 
@@ -1519,7 +2176,7 @@ def return_dispose(
     reason = (reason or "").strip()
     if not reason:
         raise InvalidInput("a disposition needs a reason", code="reason_required")
-    today = on or timezone.localdate()
+    today = on or clock.localdate()
     ret = _with_parties(ReturnRequest.objects.get(pk=return_request.pk))
     _disposition_plan(ret, signer, dispositions, today)
     verified = signature_verify_password(signer=signer, password=password, request=request)
@@ -1576,7 +2233,7 @@ def return_dispose(
             locked,
             actor=signer,
             reason=reason,
-            changes={"status": ReturnStatus.DISPOSED, "disposed_at": timezone.now()},
+            changes={"status": ReturnStatus.DISPOSED, "disposed_at": clock.now()},
             editable={"status", "disposed_at"},
         )
         signature = signature_apply(
@@ -1585,4 +2242,5 @@ def return_dispose(
             reason=reason,
             record=locked,
         )
+        _announce_return("return.disposed", locked)
     return ReturnDecision(return_request=locked, signature=signature)

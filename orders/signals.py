@@ -24,12 +24,28 @@ EVENTS = (
     "order.confirmed",
     "order.allocated",
     "order.cancelled",
+    # The seller cancelled what a partly shipped order still waited for (its backorder).
+    "order.backorder_cancelled",
     "shipment.dispatched",
+    "shipment.delivered",
     "shipment.received",
+    "return.requested",
+    "return.authorised",
+    "return.received",
+    "return.disposed",
     # Daily stock alerts of a partner (orders.analytics.stock_alerts_raise, from celery beat).
     "stock.replenishment_alert",
     "stock.near_expiry_alert",
+    # Temperature excursions on a shipment (coldchain), to the seller's and the buyer's QA.
+    "excursion.opened",
+    "excursion.closed",
+    # Recalls (recalls): the opening notice and the reminders to consignees yet to answer.
+    "recall.opened",
+    "recall.reminder",
 )
+# Events whose people are written to by their own app with a letter of its own (the recall
+# communication of 21 CFR 7.49): integrations sends no generic notice e-mail for them.
+EVENTS_WITH_OWN_LETTER = frozenset({"recall.opened", "recall.reminder"})
 
 
 def announce(event: str, *, payload: dict[str, Any], partner_ids: Iterable[int]) -> None:

@@ -8,4 +8,6 @@ app_name = "orders"
 
 urlpatterns = [
     path("", views.sales, name="sales"),
+    path("returns/", views.returns, name="returns"),
+    path("returns/<int:pk>/", views.return_detail, name="return-detail"),
 ]

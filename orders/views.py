@@ -1,6 +1,11 @@
-"""The sales page `/sales/`: sales by month and product (tables and server-drawn SVG charts),
+"""Pages of the orders app.
+
+The sales page `/sales/`: sales by month and product (tables and server-drawn SVG charts),
 target attainment, replenishment and near-expiry lots, for the readers of
-``orders.analytics`` (sign-in redirect first, then 403 for any other role)."""
+``orders.analytics`` (sign-in redirect first, then 403 for any other role).
+
+The returns pages `/sales/returns/` (a partner's returns) and `/sales/returns/<id>/` (one
+return; the seller's QA officer disposes of it there under electronic signature)."""
 
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 
-from pharmadms.exceptions import InvalidInput
+from partners.models import Role
+from pharmadms.exceptions import ApplicationError, InvalidInput
 
-from . import analytics
+from . import analytics, services
+from .models import ReturnDisposition, ReturnRequest, ReturnStatus
 
 CHART_WIDTH, CHART_HEIGHT = 640, 220
 PLOT = {"left": 56, "right": 12, "top": 12, "bottom": 40}
@@ -167,4 +174,90 @@ def sales(request):
             "near_expiry": analytics.near_expiry(seller_id=seller_id),
             "near_expiry_days": settings.NEAR_EXPIRY_ALERT_DAYS,
         },
+    )
+
+
+# --- returns ---------------------------------------------------------------------------------
+
+
+def _return_queryset(user):
+    """Returns the user's partner sent (as customer) or received (as seller); regulators and
+    administrators without a partner read all. Another partner's return does not exist here."""
+    from .api import returns_visible_to
+
+    if not user.sees_everything and user.partner_id is None:
+        return ReturnRequest.objects.none()
+    return returns_visible_to(user).prefetch_related("lines__batch__product")
+
+
+def _may_dispose(user, ret: ReturnRequest) -> bool:
+    """The seller's QA officer disposes of a received return (signing with the password)."""
+    return (
+        ret.status == ReturnStatus.RECEIVED
+        and user.role == Role.QA_OFFICER
+        and user.partner_id == ret.seller_id
+    )
+
+
+@require_GET
+@login_required
+def returns(request):
+    """The returns page: a partner's returns with status, RMA and lines; links to QA's
+    disposition for the returns waiting for it."""
+    user = request.user
+    status = request.GET.get("status") or ""
+    queryset = _return_queryset(user).order_by("-created_at", "-id")
+    if status in ReturnStatus.values:
+        queryset = queryset.filter(status=status)
+    rows = list(queryset[:200])
+    return render(
+        request,
+        "orders/returns.html",
+        {
+            "returns": [{"ret": ret, "may_dispose": _may_dispose(user, ret)} for ret in rows],
+            "statuses": ReturnStatus.choices,
+            "status": status,
+            "scope": "every partner" if user.sees_everything else user.partner.name,
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def return_detail(request, pk: int):
+    """One return with its lines; the seller's QA officer disposes of a received return here
+    (restock or destroy each line) under electronic signature."""
+    ret = get_object_or_404(_return_queryset(request.user), pk=pk)
+    may_dispose = _may_dispose(request.user, ret)
+    error = None
+    if request.method == "POST":
+        if not may_dispose:
+            raise PermissionDenied("returns are disposed of by the seller's QA officer")
+        dispositions = {
+            line.pk: request.POST.get(f"line-{line.pk}", "") for line in ret.lines.all()
+        }
+        try:
+            services.return_dispose(
+                return_request=ret,
+                dispositions=dispositions,
+                signer=request.user,
+                password=request.POST.get("password", ""),
+                reason=request.POST.get("reason", ""),
+                request=request,
+            )
+        except ApplicationError as refused:
+            error = refused.detail
+        else:
+            return redirect("orders:return-detail", pk=ret.pk)
+    return render(
+        request,
+        "orders/return_detail.html",
+        {
+            "ret": ret,
+            "lines": ret.lines.select_related("batch__product", "shipment_line").order_by("id"),
+            "may_dispose": may_dispose,
+            "dispositions": ReturnDisposition.choices,
+            "error": error,
+        },
+        status=200 if error is None else 409,
     )

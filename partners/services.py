@@ -40,6 +40,39 @@ SITE_FIELDS = {"name", "gln", "address_line", "postal_code", "city", "country", 
 LOCATION_FIELDS = {"code", "name", "kind", "is_active"}
 
 
+SYSTEM_USERNAME = "system"
+
+
+def system_account() -> User:
+    """The platform's own account, the "who" of what the platform does by itself (an excursion
+    found in a logger's readings, a recall reminder, a scheduled status report, the demo setup).
+
+    A superuser that cannot sign in (no usable password) and belongs to no partner; created on
+    first use, its own creation recorded as by itself. A user named ``system`` that is not such
+    an account is never acted as.
+    """
+    system = User.objects.filter(username=SYSTEM_USERNAME).first()
+    if system is None:
+        with transaction.atomic():
+            system = User(
+                username=SYSTEM_USERNAME,
+                first_name="PharmaDMS",
+                last_name="platform",
+                is_superuser=True,
+            )
+            system.set_unusable_password()
+            system._change_reason = "the platform's account for what it does by itself"
+            system._history_user = system
+            system.save()
+    elif not (system.is_superuser and system.is_active) or system.has_usable_password():
+        raise NotPermitted(
+            f"a user {SYSTEM_USERNAME!r} exists but is not an active superuser without a "
+            "password: refusing to act as it",
+            code="system_account_invalid",
+        )
+    return system
+
+
 def _require_partner_admin(actor: User, partner: Partner) -> None:
     """Platform superusers manage any partner; a partner's admin manages only their own."""
     if actor.is_superuser:

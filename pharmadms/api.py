@@ -11,6 +11,18 @@ from batches.api import (
     StockMoveViewSet,
     StorageClassViewSet,
 )
+from batches.label_api import BatchLabelPdfView, BatchLabelPngView
+from batches.scan_views import ScanDecodeView
+from coldchain.api import (
+    BatchReadingsView,
+    ExcursionViewSet,
+    LoggerViewSet,
+    OrderReadingsView,
+    ShipmentChartView,
+    ShipmentReadingsView,
+    ShipmentSensorEpcisView,
+    ShipmentTemperatureView,
+)
 from integrations.api import WebhookEndpointViewSet
 from orders.analytics_api import (
     NearExpiryView,
@@ -19,7 +31,10 @@ from orders.analytics_api import (
     TargetAttainmentView,
 )
 from orders.api import AgreementViewSet, OrderViewSet, ReturnViewSet, ShipmentViewSet
+from orders.package_labels import PackageLabelPdfView, PackageLabelPngView
+from orders.scanning import ScanViewSet
 from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteViewSet, TokenView
+from recalls.api import RecallViewSet, TraceView
 
 router = DefaultRouter()
 router.register("partners", PartnerViewSet, basename="partner")
@@ -37,6 +52,10 @@ router.register("shipments", ShipmentViewSet, basename="shipment")
 router.register("returns", ReturnViewSet, basename="return")
 router.register("audit/entries", AuditEntryViewSet, basename="auditentry")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
+router.register("scans", ScanViewSet, basename="scan")
+router.register("loggers", LoggerViewSet, basename="logger")
+router.register("excursions", ExcursionViewSet, basename="excursion")
+router.register("recalls", RecallViewSet, basename="recall")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
@@ -46,5 +65,31 @@ urlpatterns = [
     path("analytics/targets/", TargetAttainmentView.as_view(), name="analytics-targets"),
     path("analytics/replenishment/", ReplenishmentView.as_view(), name="analytics-replenishment"),
     path("analytics/near-expiry/", NearExpiryView.as_view(), name="analytics-near-expiry"),
+    path("batches/<int:pk>/label.png", BatchLabelPngView.as_view(), name="batch-label-png"),
+    path("batches/<int:pk>/label.pdf", BatchLabelPdfView.as_view(), name="batch-label-pdf"),
+    path("packages/<str:sscc>/label.png", PackageLabelPngView.as_view(), name="package-label-png"),
+    path("packages/<str:sscc>/label.pdf", PackageLabelPdfView.as_view(), name="package-label-pdf"),
+    path("scans/decode/", ScanDecodeView.as_view(), name="scan-decode"),
+    # The temperature record (coldchain/api.py), under the resources it belongs to.
+    path("shipments/<int:pk>/readings/", ShipmentReadingsView.as_view(), name="shipment-readings"),
+    path("orders/<int:pk>/readings/", OrderReadingsView.as_view(), name="order-readings"),
+    path("batches/<int:pk>/readings/", BatchReadingsView.as_view(), name="batch-readings"),
+    # The trace of a lot (recalls/api.py).
+    path("batches/<int:batch_id>/trace/", TraceView.as_view(), name="batch-trace"),
+    path(
+        "shipments/<int:pk>/temperature/",
+        ShipmentTemperatureView.as_view(),
+        name="shipment-temperature",
+    ),
+    path(
+        "shipments/<int:pk>/temperature/chart/",
+        ShipmentChartView.as_view(),
+        name="shipment-temperature-chart",
+    ),
+    path(
+        "shipments/<int:pk>/temperature/epcis/",
+        ShipmentSensorEpcisView.as_view(),
+        name="shipment-temperature-epcis",
+    ),
     path("", include(router.urls)),
 ]

@@ -223,6 +223,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The scan action's choices are named once: "action" is also the audit entry's enum.
+    "ENUM_NAME_OVERRIDES": {"ScanActionEnum": "batches.models.ScanAction"},
 }
 API_TOKEN_TTL = timedelta(hours=int(os.environ.get("API_TOKEN_TTL_HOURS", "8")))
 
@@ -250,7 +252,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.requeue_webhook_deliveries",
         "schedule": 600.0,
     },
+    # Recalls: hourly reminders to consignees silent for RECALL_REMINDER_HOURS, and a daily
+    # pass that issues the status reports due every RECALL_STATUS_REPORT_DAYS (21 CFR 7.53).
+    "recall-reminders": {"task": "recalls.send_reminders", "schedule": 3600.0},
+    "recall-status-reports": {
+        "task": "recalls.generate_status_reports",
+        "schedule": crontab(hour=5, minute=30),
+    },
+    # Cold chain: re-evaluate shipments in transit every 10 minutes, catching up evaluations whose
+    # task was lost while the broker was down (evaluation is idempotent).
+    "coldchain-evaluate-in-transit": {"task": "coldchain.evaluate_in_transit", "schedule": 600.0},
 }
+RECALL_REMINDER_HOURS = int(os.environ.get("RECALL_REMINDER_HOURS", "24"))
+RECALL_STATUS_REPORT_DAYS = int(os.environ.get("RECALL_STATUS_REPORT_DAYS", "14"))
 
 # Sales analytics and replenishment (orders.analytics): a lot on hand expiring within
 # NEAR_EXPIRY_ALERT_DAYS is flagged; daily demand is averaged over DEMAND_WINDOW_DAYS; the
@@ -279,6 +293,10 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "PharmaDMS <noreply@lo
 WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
 WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "5"))
 WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("WEBHOOK_BACKOFF_SECONDS", "30"))
+
+# GS1 Digital Link resolvers whose URIs a scan acts on (batches.gs1): GS1's own, plus the
+# brand owners' a deployment trusts (comma-separated host names).
+GS1_DIGITAL_LINK_HOSTS = env_list("GS1_DIGITAL_LINK_HOSTS", "id.gs1.org")
 
 # MQTT: unset means the in-process broker the demo starts on this port.
 MQTT_URL = os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1884")

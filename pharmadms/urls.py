@@ -5,6 +5,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from batches.scan_views import scan_station
+
 from . import views
 
 admin.site.site_header = "PharmaDMS back office"
@@ -15,8 +17,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("lots/", include("batches.urls")),
+    path("scan/", scan_station, name="scan-station"),
     path("audit/", include("audit.urls")),
     path("sales/", include("orders.urls")),
+    path("recalls/", include("recalls.urls")),
     path("api/v1/", include("pharmadms.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

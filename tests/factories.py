@@ -184,3 +184,73 @@ class AgreementPriceFactory(RegulatedFactory):
     product = factory.SubFactory(ProductFactory)
     unit_price = Decimal("12.5000")
     currency = "EUR"
+
+
+# --- cold chain ------------------------------------------------------------------------------
+
+
+class LoggerFactory(RegulatedFactory):
+    """A calibrated temperature logger (certificate on file, due in the far future)."""
+
+    class Meta:
+        model = "coldchain.Logger"
+
+    device_id = factory.Sequence(lambda n: f"LG-{n + 1:04d}")
+    device_model = "ColdTrack T1"
+    owner = factory.SubFactory(PartnerFactory, kind=PartnerKind.MANUFACTURER)
+    calibration_certificate = factory.Sequence(lambda n: f"CAL-{n + 1:05d}")
+    calibration_due_on = datetime.date(2099, 12, 31)
+    is_active = True
+
+
+class TemperatureProfileFactory(RegulatedFactory):
+    """The 2–8 °C profile of the shared refrigerated storage class, 24 h MKT windows."""
+
+    class Meta:
+        model = "coldchain.TemperatureProfile"
+
+    storage_class = factory.SubFactory(StorageClassFactory)
+    name = "Refrigerated 2–8 °C"
+    min_celsius = Decimal("2.00")
+    max_celsius = Decimal("8.00")
+    ignore_first_minutes = 0
+    mkt_window_hours = 24
+    mkt_limit_celsius = Decimal("8.00")
+
+
+class ExcursionRuleFactory(RegulatedFactory):
+    class Meta:
+        model = "coldchain.ExcursionRule"
+
+    profile = factory.SubFactory(TemperatureProfileFactory)
+    name = factory.Sequence(lambda n: f"rule {n}")
+    kind = "instant"
+    direction = "both"
+
+
+# --- scanning --------------------------------------------------------------------------------
+
+
+def datamatrix(
+    gtin: str,
+    lot: str | None = None,
+    expires_on: datetime.date | None = None,
+    serial: str | None = None,
+    *,
+    symbology: str = "]d2",
+) -> str:
+    """What a scanner sends for a pack's GS1 DataMatrix: (01)(17)(10)GS(21), FNC1 as GS."""
+    code = f"{symbology}01{gtin}"
+    if expires_on is not None:
+        code += f"17{expires_on:%y%m%d}"
+    if lot is not None:
+        code += f"10{lot}"
+    if serial is not None:
+        code += f"\x1d21{serial}"
+    return code
+
+
+def sscc18(n: int, prefix: str = "4012345") -> str:
+    """An SSCC with a right check digit: extension 0, ``prefix``, serial reference ``n``."""
+    body = f"0{prefix}{n:0{16 - len(prefix)}d}"
+    return body + str(gs1_standard_check_digit(body))

@@ -67,6 +67,7 @@ from partners.models import (
     User,
 )
 from partners.selectors import partner_may_receive
+from pharmadms import clock
 from pharmadms.exceptions import ApplicationError
 
 # Every random choice (identifiers, date jitter) comes from generators seeded with these, so two
@@ -76,7 +77,7 @@ DATE_SEED = 20260116
 NEAR_EXPIRY_DAYS = 90
 ORDER_SEED = 20260117
 DEMO_ORDER_MARKER = "DEMO-PO-"  # customer_reference prefix of every order the seed places
-SYSTEM_USERNAME = "system"
+SYSTEM_USERNAME = partner_services.SYSTEM_USERNAME
 SETUP = "demo network setup"
 
 # --- identifiers ---------------------------------------------------------------------------
@@ -424,6 +425,9 @@ PHARMACY_LINE_PACKS = {
     "oxycodone": (1, 3),
 }
 ORDER_ROUNDS = 4  # one round a month, the last one this month
+# Days after an order is placed (and submitted) that it is confirmed and allocated, dispatched,
+# delivered by the carrier and checked in: its business dates in the seeded history.
+ORDER_STEP_DAYS = (0, 1, 2, 3, 4)
 
 
 # One buyer per pharmacy and hospital; the first pharmacy's buyer is the demo "pharmacy" login.
@@ -467,7 +471,8 @@ class NetworkPlan:
     def _licence_period(
         self, dates: random.Random, years: int = 3
     ) -> tuple[datetime.date, datetime.date]:
-        valid_from = self.today - datetime.timedelta(days=dates.randint(60, 600))
+        # Issued before the first seeded order (four months back), so the history is licensed.
+        valid_from = self.today - datetime.timedelta(days=dates.randint(150, 600))
         return valid_from, add_months(valid_from, 12 * years) - datetime.timedelta(days=1)
 
     def _state_licence(
@@ -707,6 +712,7 @@ class DemoSeeder:
         yield "wholesaler opening balances", self.seed_wholesaler_stock
         yield "agreements, price lists and sales targets", self.seed_agreements
         yield "orders and shipments", self.seed_orders
+        yield "cold chain: profiles, loggers and their readings", self.seed_coldchain
 
     def run(self) -> None:
         stages = list(self.stages())
@@ -729,24 +735,10 @@ class DemoSeeder:
     # stage 1 -----------------------------------------------------------------------------
 
     def seed_system_account(self) -> str:
-        system = User.objects.filter(username=SYSTEM_USERNAME).first()
-        if system is None:
-            system = User(
-                username=SYSTEM_USERNAME,
-                first_name="PharmaDMS",
-                last_name="platform",
-                is_superuser=True,
-            )
-            system.set_unusable_password()
-            system._change_reason = "platform account that performs the demo network setup"
-            system._history_user = system
-            system.save()
-        elif not (system.is_superuser and system.is_active) or system.has_usable_password():
-            raise CommandError(
-                f"a user {SYSTEM_USERNAME!r} exists but is not an active superuser without a "
-                "password: refusing to act as it"
-            )
-        self.system = system
+        try:
+            self.system = partner_services.system_account()
+        except ApplicationError as refused:
+            raise CommandError(refused.detail) from refused
         return f"{SYSTEM_USERNAME!r} (superuser, cannot sign in)"
 
     # stage 2 -----------------------------------------------------------------------------
@@ -1182,14 +1174,24 @@ class DemoSeeder:
 
     # stage 8 -----------------------------------------------------------------------------
 
+    def seed_coldchain(self) -> str:
+        """Temperature profiles, a calibrated logger on each shipment in transit, and their
+        readings so far (one trip with an excursion), through coldchain's own demo seed."""
+        from coldchain.demo import seed_coldchain
+
+        return str(seed_coldchain())
+
     def seed_orders(self) -> str:
         """Four monthly rounds: each wholesaler replenishes from the manufacturer, then the
         pharmacies and hospitals order from their wholesaler; each order is submitted, confirmed,
         allocated FEFO, shipped and received. The last round leaves a few orders open (submitted,
         allocated, in transit) and one is withdrawn.
 
-        The services stamp their own times, so every order carries today's timestamps; the
-        rounds are named by month in the customer reference and the reasons.
+        Each order is placed on a day of its round's month and taken through its steps over
+        the following days under ``pharmadms.clock.at``: its business dates (order, submission,
+        dispatch, delivery, receipt) are that month's, so the sales by month show every round.
+        History rows, chain entries and ledger moves still record the real time they were
+        written: the audit trail is never back-dated.
         """
         existing = Order.objects.filter(customer_reference__startswith=DEMO_ORDER_MARKER).count()
         if existing:
@@ -1206,16 +1208,22 @@ class DemoSeeder:
             month = add_months(today.replace(day=1), round_number - ORDER_ROUNDS + 1)
             last_round = round_number == ORDER_ROUNDS - 1
             for key, *_ in WHOLESALERS:
-                order = self._place(rng, "manufacturer", key, month, lines=3)
+                day = self._order_day(rng, month)
+                order = self._place(rng, "manufacturer", key, month, day, lines=3)
+                if order is None:
+                    continue
                 # In the last round Great Lakes' replenishment is still on the truck.
                 stop = "dispatched" if last_round and key == "greatlakes" else "received"
-                outcome[self._advance(rng, order, stop=stop)] += 1
+                outcome[self._advance(rng, order, day, stop=stop)] += 1
             placed = 0
             for key in customers:
-                if rng.random() > 0.6 or not self._orderable(key):
+                day = self._order_day(rng, month)
+                if rng.random() > 0.6 or not self._orderable(key, day):
                     continue
                 supplier = self.agreements_supplier(key)
-                order = self._place(rng, supplier, key, month, lines=rng.randint(1, 3))
+                order = self._place(rng, supplier, key, month, day, lines=rng.randint(1, 3))
+                if order is None:
+                    continue
                 stop, receipt = "received", "full"
                 if last_round:
                     # The month's last orders are still open; one is withdrawn by the buyer.
@@ -1225,7 +1233,7 @@ class DemoSeeder:
                     receipt = "damaged"
                 elif round_number == 2 and placed == 0:
                     receipt = "short"
-                outcome[self._advance(rng, order, stop=stop, receipt=receipt)] += 1
+                outcome[self._advance(rng, order, day, stop=stop, receipt=receipt)] += 1
                 placed += 1
         orders = sum(outcome.values())
         self.created["orders"] += orders
@@ -1236,11 +1244,25 @@ class DemoSeeder:
     def agreements_supplier(self, customer_key: str) -> str:
         return next(s for s, c in self.agreements if c == customer_key)
 
-    def _orderable(self, customer_key: str) -> bool:
-        """A customer whose licence has lapsed cannot order today."""
+    def _order_day(self, rng: random.Random, month: datetime.date) -> datetime.date:
+        """A day of ``month`` to place an order on, early enough that its last step (the
+        receipt, ``ORDER_STEP_DAYS`` later) is not after today."""
+        latest = min(end_of_month(month), self.plan.today - datetime.timedelta(ORDER_STEP_DAYS[-1]))
+        earliest = min(month, latest)
+        return earliest + datetime.timedelta(days=rng.randint(0, (latest - earliest).days))
+
+    def _orderable(self, customer_key: str, day: datetime.date) -> bool:
+        """A customer whose licence has lapsed by ``day`` cannot order then."""
         return any(
-            self._may_receive(customer_key, key, self.plan.today)
+            self._licensed_throughout(customer_key, key, day)
             for key in self._price_list(self.agreements_supplier(customer_key), customer_key)
+        )
+
+    def _licensed_throughout(self, customer_key: str, product_key: str, day) -> bool:
+        """Licensed for the product on the order day and on the dispatch day (both checked)."""
+        return all(
+            self._may_receive(customer_key, product_key, day + datetime.timedelta(offset))
+            for offset in (ORDER_STEP_DAYS[0], ORDER_STEP_DAYS[2])
         )
 
     def _buyer(self, partner_key: str) -> User:
@@ -1254,15 +1276,22 @@ class DemoSeeder:
         ]
 
     def _place(
-        self, rng: random.Random, supplier_key: str, customer_key: str, month, *, lines: int
-    ) -> Order:
+        self,
+        rng: random.Random,
+        supplier_key: str,
+        customer_key: str,
+        month,
+        day: datetime.date,
+        *,
+        lines: int,
+    ) -> Order | None:
+        """Place an order on ``day`` (none when the customer is licensed for nothing then)."""
         agreement = self.agreements[supplier_key, customer_key]
         customer = self.partners[customer_key]
-        today = self.plan.today
         priced = [
             key
             for key in self._price_list(supplier_key, customer_key)
-            if self._may_receive(customer_key, key, today)
+            if self._licensed_throughout(customer_key, key, day)
         ]
         factor = (
             10
@@ -1271,58 +1300,76 @@ class DemoSeeder:
             if customer.kind == PartnerKind.HOSPITAL
             else 1
         )
+        if not priced:
+            return None
         chosen = rng.sample(priced, min(lines, len(priced)))
         self.created["order lines"] += len(chosen)
         sequence = self.created["orders placed"] = self.created["orders placed"] + 1
-        return order_services.order_create(
-            buyer=customer,
-            seller=agreement.supplier,
-            ship_to=self.sites[customer_key],
-            lines=[
-                {
-                    "product": self.products[key],
-                    "quantity": rng.randint(*PHARMACY_LINE_PACKS[key]) * factor,
-                }
-                for key in chosen
-            ],
-            actor=self._buyer(customer_key),
-            reason=f"{month:%B %Y} order to {agreement.supplier.name}",
-            customer_reference=f"{DEMO_ORDER_MARKER}{month:%Y%m}-{sequence:04d}",
-        )
+        with step_at(day, 0):
+            return order_services.order_create(
+                buyer=customer,
+                seller=agreement.supplier,
+                ship_to=self.sites[customer_key],
+                lines=[
+                    {
+                        "product": self.products[key],
+                        "quantity": rng.randint(*PHARMACY_LINE_PACKS[key]) * factor,
+                    }
+                    for key in chosen
+                ],
+                actor=self._buyer(customer_key),
+                reason=f"{month:%B %Y} order to {agreement.supplier.name}",
+                customer_reference=f"{DEMO_ORDER_MARKER}{month:%Y%m}-{sequence:04d}",
+            )
 
     def _advance(
-        self, rng: random.Random, order: Order, *, stop: str, receipt: str = "full"
+        self,
+        rng: random.Random,
+        order: Order,
+        day: datetime.date,
+        *,
+        stop: str,
+        receipt: str = "full",
     ) -> str:
-        """Take ``order`` through its life up to ``stop``; answer the state it was left in."""
+        """Take ``order`` through its life up to ``stop``, each step on its business day after
+        ``day`` (``ORDER_STEP_DAYS``); answer the state it was left in."""
         seller_key = next(k for k, p in self.partners.items() if p.pk == order.seller_id)
         buyer_key = next(k for k, p in self.partners.items() if p.pk == order.buyer_id)
         buyer, desk = self._buyer(buyer_key), self.users[SELLER_DESKS[seller_key]]
         seller_warehouse = self._warehouse(seller_key)
-        order = order_services.order_submit(order=order, actor=buyer, reason="order sent")
-        if stop in ("submitted", "cancelled"):
-            if stop == "cancelled":
-                order_services.order_cancel(
-                    order=order, actor=buyer, reason="withdrawn: ordered twice by mistake"
-                )
-            return stop
-        order = order_services.order_confirm(
-            order=order, actor=desk, reason="order accepted: licence and agreement checked"
-        )
-        order = order_services.order_allocate(order=order, actor=desk, reason="FEFO allocation")
+        placed, confirmed, dispatched, delivered, received = ORDER_STEP_DAYS
+        with step_at(day, placed):
+            order = order_services.order_submit(order=order, actor=buyer, reason="order sent")
+            if stop in ("submitted", "cancelled"):
+                if stop == "cancelled":
+                    order_services.order_cancel(
+                        order=order, actor=buyer, reason="withdrawn: ordered twice by mistake"
+                    )
+                return stop
+        with step_at(day, confirmed):
+            order = order_services.order_confirm(
+                order=order, actor=desk, reason="order accepted: licence and agreement checked"
+            )
+            order = order_services.order_allocate(order=order, actor=desk, reason="FEFO allocation")
         if stop == "allocated" or not any(line.quantity_allocated for line in order.lines.all()):
             return "allocated"
-        shipment = order_services.shipment_create_from_order(
-            order=order,
-            actor=seller_warehouse,
-            reason="picking list printed",
-            carrier=rng.choice(CARRIERS),
-            tracking_number=f"1Z{rng.randint(10**9, 10**10 - 1)}",
-        )
-        shipment = order_services.shipment_dispatch(
-            shipment=shipment, actor=seller_warehouse, reason="handed to the carrier"
-        )
+        with step_at(day, dispatched):
+            shipment = order_services.shipment_create_from_order(
+                order=order,
+                actor=seller_warehouse,
+                reason="picking list printed",
+                carrier=rng.choice(CARRIERS),
+                tracking_number=f"1Z{rng.randint(10**9, 10**10 - 1)}",
+            )
+            shipment = order_services.shipment_dispatch(
+                shipment=shipment, actor=seller_warehouse, reason="handed to the carrier"
+            )
         if stop == "dispatched":
             return "in transit"
+        with step_at(day, delivered):
+            order_services.shipment_deliver(
+                shipment=shipment, actor=desk, reason="carrier's proof of delivery"
+            )
         lines = list(shipment.lines.order_by("id"))
         entries = [
             {"line": line.pk, "received_quantity": line.quantity, "damaged_quantity": 0}
@@ -1334,9 +1381,10 @@ class DemoSeeder:
         elif receipt == "short" and lines[0].quantity > 1:
             entries[0]["received_quantity"] -= 1
         receiver = self._warehouse(buyer_key) if buyer_key in SELLER_DESKS else buyer
-        order_services.shipment_receive(
-            shipment=shipment, lines=entries, actor=receiver, reason="goods checked in"
-        )
+        with step_at(day, received):
+            order_services.shipment_receive(
+                shipment=shipment, lines=entries, actor=receiver, reason="goods checked in"
+            )
         if buyer_key in SELLER_DESKS:
             self._put_away(buyer_key, shipment)
         return "received"
@@ -1363,6 +1411,15 @@ class DemoSeeder:
                     reason=f"put-away of lot {move.batch.lot_number} after receipt",
                     reference=move.reference,
                 )
+
+
+def step_at(day: datetime.date, offset: int):
+    """Run a step of a seeded order on its business day: ``offset`` days after ``day``, in the
+    morning, never later than now (the audit trail keeps the real time regardless)."""
+    moment = timezone.make_aware(
+        datetime.datetime.combine(day + datetime.timedelta(days=offset), datetime.time(10, 0))
+    )
+    return clock.at(min(moment, timezone.now() - datetime.timedelta(minutes=1)))
 
 
 def _mid(bounds: tuple[int, int]) -> int:

@@ -1,0 +1,285 @@
+"""The scan API: ``POST /api/v1/scans/`` answers a scan; ``GET`` lists the partner's scans.
+
+A scan that was read answers 200 with its verdict (``accepted`` or ``refused``) and every
+reason, so a scanner screen always has a body to show; a malformed request (an unknown action,
+no location, a bad quantity) answers 400 with ``{code, detail}`` and records nothing. The
+shipment actions are bound in orders.scanning.ScanViewSet, the class the router registers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import django_filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from partners.models import Role
+from pharmadms.viewsets import PartnerScopedMixin, StrictFieldsMixin
+
+from . import scanning, selectors
+from .models import ScanAction, ScanRecord, ScanVerdict
+
+# The request body may carry up to this much code; beyond a barcode's size (gs1.MAX_CODE_LENGTH)
+# the scan is still answered (refused, code_too_long) and recorded, bounded and escaped.
+MAX_REQUEST_CODE = 65_536
+REFERENCE_PATTERN = r"^[\x20-\x7e]{0,100}$"
+SCAN_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+
+
+class _CodedField:
+    """Answers every refusal of the field with one code of its own (``location_required`` …):
+    ``codes`` maps DRF's code to ours, ``"*"`` any other."""
+
+    codes: ClassVar[dict[str, str]] = {}
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        try:
+            return super().run_validation(data)
+        except serializers.ValidationError as error:
+            found = error.get_codes()
+            while isinstance(found, list | tuple) and found:
+                found = found[0]
+            code = self.codes.get(str(found)) or self.codes.get("*")
+            if code is None:
+                raise
+            details = error.detail if isinstance(error.detail, list) else [error.detail]
+            raise serializers.ValidationError(
+                [str(detail) for detail in details], code=code
+            ) from error
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class CodeField(_CodedField, serializers.Field):
+    """The scanned text exactly as sent: any characters at all (control, NUL, unpaired
+    surrogates), never trimmed; the reading decides what it is."""
+
+    codes: ClassVar[dict[str, str]] = {
+        "required": "code_required",
+        "null": "code_required",
+        "too_long": "code_too_long",
+        "*": "invalid_code",
+    }
+    default_error_messages: ClassVar[dict[str, str]] = {
+        "invalid": "the code is text",
+        "too_long": f"a scanned code is at most {MAX_REQUEST_CODE:,} characters",
+    }
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if len(data) > MAX_REQUEST_CODE:
+            self.fail("too_long")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+ACTIONS_TEXT = "one of " + ", ".join(ScanAction.values)
+
+
+# A plain string in the schema: an enum named "action" would collide with the audit trail's.
+@extend_schema_field({"type": "string", "description": ACTIONS_TEXT})
+class ActionField(_CodedField, serializers.ChoiceField):
+    codes: ClassVar[dict[str, str]] = {
+        "required": "action_required",
+        "null": "action_required",
+        "blank": "action_required",
+        "*": "unknown_action",
+    }
+
+
+class LocationField(_CodedField, serializers.IntegerField):
+    codes: ClassVar[dict[str, str]] = {
+        "required": "location_required",
+        "null": "location_required",
+        "*": "invalid_location",
+    }
+
+
+class QuantityField(_CodedField, serializers.IntegerField):
+    codes: ClassVar[dict[str, str]] = {"*": "invalid_quantity"}
+
+
+class ReferenceField(_CodedField, serializers.RegexField):
+    codes: ClassVar[dict[str, str]] = {"*": "invalid_reference"}
+
+
+class ScanIdField(_CodedField, serializers.RegexField):
+    codes: ClassVar[dict[str, str]] = {"*": "invalid_scan_id"}
+
+
+class DecommissionField(_CodedField, serializers.ChoiceField):
+    codes: ClassVar[dict[str, str]] = {"*": "invalid_decommission"}
+
+
+class ScanRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    code = CodeField(help_text="the scanned text as the scanner sent it (FNC1 as GS, 0x1D)")
+    action = ActionField(choices=ScanAction.choices)
+    location = LocationField(
+        min_value=1, max_value=2**63 - 1, help_text="id of the location scanned at"
+    )
+    reference = ReferenceField(
+        REFERENCE_PATTERN,
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=100,
+        help_text="receive/pick/ship: the shipment number; putaway: the source location's code",
+    )
+    scan_id = ScanIdField(
+        SCAN_ID_PATTERN,
+        required=False,
+        max_length=64,
+        help_text="the client's id of this scan: sent again, the first answer comes back",
+    )
+    quantity = QuantityField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=scanning.MAX_SCAN_QUANTITY,
+        help_text="units (default: the code's count, else 1); count: the units counted",
+    )
+    decommission = DecommissionField(
+        choices=[(choice, choice) for choice in scanning.DECOMMISSION_CHOICES],
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="verify only: 'dispensed' decommissions the verified pack",
+    )
+
+
+class ScanRecordSerializer(serializers.ModelSerializer):
+    """A scan and its answer: the verdict, every reason, the parsed code, what it matched."""
+
+    user = serializers.CharField(source="user.username", read_only=True)
+    location_code = serializers.CharField(source="location.code", read_only=True)
+    product = serializers.SerializerMethodField()
+    lot = serializers.SerializerMethodField()
+    serial = serializers.SerializerMethodField()
+    action = ActionField(choices=ScanAction.choices, read_only=True)
+
+    class Meta:
+        model = ScanRecord
+        fields = [
+            "id",
+            "scan_id",
+            "created_at",
+            "user",
+            "location",
+            "location_code",
+            "action",
+            "reference",
+            "quantity",
+            "verdict",
+            "reasons",
+            "warnings",
+            "parsed",
+            "product",
+            "lot",
+            "serial",
+            "outcome",
+            "raw_code",
+        ]
+
+    def get_product(self, record: ScanRecord) -> dict[str, Any] | None:
+        product = record.product
+        if product is None:
+            return None
+        return {
+            "id": product.pk,
+            "gtin": product.gtin,
+            "name": product.name,
+            "strength": product.strength,
+        }
+
+    def get_lot(self, record: ScanRecord) -> dict[str, Any] | None:
+        batch = record.batch
+        if batch is None:
+            return None
+        return {
+            "id": batch.pk,
+            "lot_number": batch.lot_number,
+            "expires_on": batch.expires_on.isoformat(),
+            "status": batch.status,
+        }
+
+    def get_serial(self, record: ScanRecord) -> dict[str, Any] | None:
+        serial = record.serial
+        if serial is None:
+            return None
+        return {"serial_number": serial.serial_number, "state": serial.state}
+
+
+class ScanAnswerSerializer(ScanRecordSerializer):
+    """The answer to a POST: the record, and whether it is the first answer given again."""
+
+    replayed = serializers.BooleanField(read_only=True)
+
+    class Meta(ScanRecordSerializer.Meta):
+        fields = [*ScanRecordSerializer.Meta.fields, "replayed"]
+
+
+class ScanFilter(django_filters.FilterSet):
+    verdict = django_filters.ChoiceFilter(choices=ScanVerdict.choices)
+    action = django_filters.ChoiceFilter(choices=ScanAction.choices)
+    date = django_filters.DateFilter(field_name="created_at", lookup_expr="date")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = ScanRecord
+        fields = ["verdict", "action", "location", "reference", "batch", "scan_id"]
+
+
+class RefusedSummarySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    count = serializers.IntegerField()
+    last_at = serializers.DateTimeField()
+
+
+class ScanViewSet(
+    PartnerScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Scans of the user's partner (regulators read all); POST answers one scan."""
+
+    serializer_class = ScanRecordSerializer
+    filterset_class = ScanFilter
+    partner_path = "partner_id"
+    http_method_names = ["get", "post", "head", "options"]
+    write_roles: ClassVar[set[str]] = {
+        Role.WAREHOUSE_OPERATOR,
+        Role.PARTNER_USER,
+        Role.QA_OFFICER,
+        Role.ADMIN,
+    }
+    # The actions beyond the lot-level ones (bound by orders.scanning.ScanViewSet).
+    handlers: ClassVar[Mapping[str, scanning.Handler]] = {}
+
+    def base_queryset(self):
+        return ScanRecord.objects.select_related("user", "location", "product", "batch", "serial")
+
+    @extend_schema(request=ScanRequestSerializer, responses={200: ScanAnswerSerializer})
+    def create(self, request, *args, **kwargs):
+        """Answer one scan: 200 with verdict accepted or refused and every reason."""
+        serializer = ScanRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        answer = scanning.scan_submit(
+            actor=request.user, handlers=self.handlers, **serializer.validated_data
+        )
+        record = answer.record
+        record.replayed = answer.replayed
+        return Response(ScanAnswerSerializer(record).data, status=status.HTTP_200_OK)
+
+    @extend_schema(responses=RefusedSummarySerializer(many=True))
+    @action(detail=False, methods=["get"], url_path="refused-summary", pagination_class=None)
+    def refused_summary(self, request):
+        """Refused scans per reason code (for the QA dashboard); filters as the list."""
+        queryset = self.filter_queryset(self.get_queryset()).filter(verdict=ScanVerdict.REFUSED)
+        rows = selectors.refused_scan_summary(queryset)
+        return Response(RefusedSummarySerializer(rows, many=True).data)
