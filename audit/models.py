@@ -17,6 +17,7 @@ class AuditAction(models.TextChoices):
     LOGIN_FAILED = "login_failed", "Sign-in failed"
     LOCKED_OUT = "locked_out", "Locked out"
     DENIED = "denied", "Request denied"
+    VERIFIED = "verified", "Chain verified"
 
 
 class AuditEntry(models.Model):
@@ -99,6 +100,37 @@ class ColumnSet(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} columns {self.digest[:12]}…"
+
+
+class ChainVerification(models.Model):
+    """One run of the chain's verification and what it found: the audit trail's regular review
+    (EU GMP Annex 11 §9), kept as evidence. Runs nightly (celery beat) and when an auditor asks;
+    the audit-trail page shows the latest instead of re-reading the whole chain on each visit.
+    Append-only and sealed."""
+
+    APPEND_ONLY = True
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    ok = models.BooleanField()
+    checked = models.BigIntegerField(help_text="entries checked")
+    head_sequence = models.BigIntegerField()
+    head_hash = models.CharField(max_length=64)
+    first_sequence = models.BigIntegerField(null=True, blank=True)
+    first_problem = models.CharField(max_length=32, blank=True)
+    first_detail = models.TextField(blank=True)
+    findings = models.JSONField(default=list, help_text="the first findings, at most 20")
+
+    class Meta:
+        ordering = ["-finished_at", "-id"]
+        get_latest_by = "finished_at"
+
+    def __str__(self) -> str:
+        state = "intact" if self.ok else f"broken at #{self.first_sequence}"
+        return f"chain {state} ({self.checked} entries) at {self.finished_at:%Y-%m-%d %H:%M}"
 
 
 class SignatureMeaning(models.TextChoices):

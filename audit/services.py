@@ -19,7 +19,7 @@ from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 
 from . import chain
 from .history import ReasonRequired
-from .models import AuditAction, ChainHead, Signature, SignatureMeaning
+from .models import AuditAction, ChainHead, ChainVerification, Signature, SignatureMeaning
 
 
 def anchor_key() -> bytes:
@@ -232,3 +232,39 @@ def signature_status(signature: Signature) -> str:
     """
     current = _current_hash(signature)
     return SIGNATURE_VALID if current == signature.content_hash else SIGNATURE_CHANGED
+
+
+def chain_verification_run(*, actor: Any, reason: str) -> ChainVerification:
+    """Verify the whole chain now and keep the result, sealed, as evidence of the review.
+
+    The verification reads outside any transaction (it may take a while on a long chain and
+    must not hold the chain head); only its result is written, in a short one.
+    """
+    from partners.services import system_account
+
+    actor = actor or system_account()
+    started_at = timezone.now()
+    result = chain.verify()
+    first = result.first
+    with transaction.atomic():
+        run = ChainVerification.objects.create(
+            started_at=started_at,
+            finished_at=timezone.now(),
+            requested_by=actor,
+            ok=result.ok,
+            checked=result.checked,
+            head_sequence=result.head_sequence,
+            head_hash=result.head_hash,
+            first_sequence=first.sequence if first else None,
+            first_problem=first.problem if first else "",
+            first_detail=first.detail if first else "",
+            findings=[f.as_dict() for f in result.findings[:20]],
+        )
+        chain.seal_row(
+            run,
+            action=AuditAction.VERIFIED,
+            user=actor,
+            occurred_at=run.finished_at,
+            reason=reason,
+        )
+    return run

@@ -262,6 +262,14 @@ CELERY_BEAT_SCHEDULE = {
     # Cold chain: re-evaluate shipments in transit every 10 minutes, catching up evaluations whose
     # task was lost while the broker was down (evaluation is idempotent).
     "coldchain-evaluate-in-transit": {"task": "coldchain.evaluate_in_transit", "schedule": 600.0},
+    # Audit: the whole chain verified every night, the result kept (audit.ChainVerification).
+    "audit-verify-chain": {
+        "task": "audit.verify_chain",
+        "schedule": crontab(
+            hour=int(os.environ.get("AUDIT_VERIFY_HOUR", "2")),
+            minute=int(os.environ.get("AUDIT_VERIFY_MINUTE", "15")),
+        ),
+    },
 }
 RECALL_REMINDER_HOURS = int(os.environ.get("RECALL_REMINDER_HOURS", "24"))
 RECALL_STATUS_REPORT_DAYS = int(os.environ.get("RECALL_STATUS_REPORT_DAYS", "14"))

@@ -6,14 +6,14 @@ import datetime
 import re
 
 import pytest
+from django.db import connection
 from django.test import Client
 
-from audit.chain import Finding, Verification
-from audit.models import AuditEntry
+from audit.models import AuditEntry, ChainVerification
 from batches import services
 from partners.models import Role
 from tests.audit.test_viewer_api import Trail, build_trail
-from tests.conftest import build_network
+from tests.conftest import append_only_guard_lifted, build_network
 from tests.factories import TEST_PASSWORD, UserFactory
 from tests.test_browser import (  # noqa: F401 - browser is a fixture, used by name
     DESKTOP,
@@ -25,6 +25,7 @@ from tests.test_browser import (  # noqa: F401 - browser is a fixture, used by n
 )
 
 TRAIL = "/audit/"
+VERIFY_NOW = "/audit/verify/"
 
 
 @pytest.fixture
@@ -94,11 +95,16 @@ def test_superuser_without_a_partner_reads_the_trail(trail):
 
 
 def test_trail_page_lists_visible_entries_newest_first_with_chain_state(trail, network):
-    response = signed_in(network.qa).get(TRAIL)
+    client = signed_in(network.qa)
+    assert "not verified yet" in client.get(TRAIL).content.decode()
+    assert client.post(VERIFY_NOW).status_code == 302
+
+    response = client.get(TRAIL)
 
     assert response.status_code == 200
     html = response.content.decode()
     assert "chain intact" in html
+    assert "by qa" in html
     assert "production order PO-118" in html
     assert "site renamed after the merger" not in html, "the wholesaler's entry is not ours"
     sequences = [entry.sequence for entry in response.context["page"].object_list]
@@ -158,15 +164,47 @@ def test_trail_page_pages_through_the_results(trail, network):
         assert second.object_list[0].sequence == first.object_list[-1].sequence - 1
 
 
-def test_trail_page_reports_a_broken_chain(trail, network, monkeypatch):
-    broken = Verification(checked=3, findings=[Finding(2, "content_changed", "row 2 differs")])
-    monkeypatch.setattr("audit.views.verify", lambda: broken)
+def test_trail_page_shows_the_last_verification_and_verify_now_finds_a_break(trail, network):
+    """The page shows the latest stored verification (it does not re-read the whole chain on
+    each visit); "Verify now" verifies again, keeps the result and shows the break."""
+    client = signed_in(network.qa)
+    client.post(VERIFY_NOW)
+    version = trail.lot.history.order_by("history_id").first()
+    entry = AuditEntry.objects.get(source=version._meta.label_lower, record_id=version.pk)
+    with append_only_guard_lifted(connection), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {version._meta.db_table} SET lot_number = %s WHERE history_id = %s",  # noqa: S608
+            ["FORGED", version.pk],
+        )
 
-    html = signed_in(network.qa).get(TRAIL).content.decode()
+    assert "chain intact" in client.get(TRAIL).content.decode()  # as last verified
+    assert client.post(VERIFY_NOW).status_code == 302
+    html = client.get(TRAIL).content.decode()
 
     assert "chain broken" in html
-    assert "<strong>#2</strong>" in html
-    assert "row 2 differs" in html
+    assert f"<strong>#{entry.sequence}</strong>" in html
+    assert "content_changed" in html
+    runs = list(ChainVerification.objects.order_by("finished_at"))
+    assert [run.ok for run in runs] == [True, False]
+    assert runs[1].requested_by == network.qa
+    sealed = AuditEntry.objects.get(source="audit.chainverification", record_id=runs[1].pk)
+    assert sealed.action == "verified"
+
+
+def test_verify_now_is_for_auditors_and_only_by_post(trail, network):
+    assert signed_in(network.qa).get(VERIFY_NOW).status_code == 405
+    assert signed_in(network.warehouse).post(VERIFY_NOW).status_code == 403
+    assert not ChainVerification.objects.exists()
+
+
+def test_the_nightly_task_keeps_a_verification_by_the_platform(trail):
+    from audit.tasks import verify_chain
+
+    outcome = verify_chain.delay().get()
+    run = ChainVerification.objects.get()
+    assert outcome == {"ok": True, "checked": run.checked, "first_broken": None}
+    assert run.requested_by.username == "system"
+    assert run.checked == run.head_sequence
 
 
 # --- lineage page ----------------------------------------------------------------------------
@@ -251,6 +289,8 @@ def test_auditor_filters_the_trail_and_opens_a_lineage(
     try:
         sign_in(page, live_server.url, "qa", TEST_PASSWORD)
         page.get_by_test_id("nav-audit").click()
+        page.wait_for_load_state()
+        page.get_by_test_id("verify-now").click()
         page.wait_for_load_state()
         assert "chain intact" in page.get_by_test_id("chain").inner_text()
 
