@@ -16,14 +16,12 @@ a list of ``Hold``; it only reads. Registered here:
 - ``coldchain``: stock held after a temperature excursion awaiting QA (code ``excursion_hold``).
 
 **Gates.** Almost every lot asked about is held by nothing, yet each check costs a query of its
-own (joins, DISTINCT, ordering, the texts of its holds). A check may therefore be registered
-with a *gate*: ``gate(batch_id, location)`` returns a queryset that has a row whenever the check
-could find a hold — a cheap superset of the check (same tables, no ordering, no DISTINCT, no
-reading of the lot's other columns). ``lot_holds`` reads every gate in one statement and runs only
-the checks whose gate found a row; a check registered without a gate always runs. ``batch_id``
-is the lot's id or an expression standing for it (``OuterRef("pk")``), so a caller that reads
-the lot anyway can read the gates in the same query (:func:`hold_gates`) and hand their values to
-``lot_holds(..., gates=...)`` — the scan does. For example::
+own (joins, DISTINCT, ordering, the texts of its holds) and, in Python, the ORM's work of
+building it. A check may therefore be registered with a *gate*: ``gate(batch_id, location)``
+returns a queryset that has a row whenever the check could find a hold — a cheap superset of the
+check (same tables, no ordering, no DISTINCT, no texts). ``lot_holds`` reads every gate in one
+statement (``SELECT EXISTS (…), EXISTS (…)``) and asks only the checks whose gate found a row; a
+check registered without a gate is always asked. For example::
 
     hooks.register_hold_check(
         recall_holds,
@@ -37,11 +35,10 @@ A gate must never be narrower than its check: where it finds no row, the check i
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
-from django.db.models import Exists, OuterRef
+from django.db import connections
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -58,12 +55,11 @@ class Hold(NamedTuple):
 
 
 HoldCheck = Callable[["Batch", "Location | None"], list[Hold]]
-# (the lot's id or an expression for it, location or None) -> rows whenever the check may hold
-HoldGate = Callable[[Any, "Location | None"], "QuerySet"]
+# (the lot's id, location or None) -> a queryset with a row whenever the check may hold
+HoldGate = Callable[[int, "Location | None"], "QuerySet"]
 
 _checks: list[HoldCheck] = []
-_gates: dict[HoldCheck, tuple[str, HoldGate]] = {}  # check -> (annotation name, gate)
-_gate_numbers = itertools.count()
+_gates: dict[HoldCheck, HoldGate] = {}
 
 
 def register_hold_check(check: HoldCheck, *, gate: HoldGate | None = None) -> None:
@@ -72,44 +68,38 @@ def register_hold_check(check: HoldCheck, *, gate: HoldGate | None = None) -> No
     if check not in _checks:
         _checks.append(check)
     if gate is not None:
-        name = _gates[check][0] if check in _gates else f"hold_gate_{next(_gate_numbers)}"
-        _gates[check] = (name, gate)
+        _gates[check] = gate
 
 
-def hold_gates(batch_id: Any, location: Location | None = None) -> dict[str, Exists]:
-    """The gates of the registered checks as ``Exists`` expressions, by annotation name, for a
-    query of one's own that reads the lot (``batch_id``: ``OuterRef`` to its id). Pass the
-    values read to ``lot_holds(batch, location, gates=...)``. Empty when no check has a gate."""
-    gated = [_gates[check] for check in _checks if check in _gates]
-    return {name: Exists(gate(batch_id, location)) for name, gate in gated}
-
-
-def lot_holds(
-    batch: Batch, location: Location | None = None, *, gates: Mapping[str, Any] | None = None
-) -> list[Hold]:
-    """Every hold on ``batch`` (at ``location``, or anywhere when it is ``None``).
-
-    ``gates``: the values of :func:`hold_gates` read with the lot for this same location; when
-    omitted the gates are read here (one statement for all of them). A gated check whose gate
-    found no row is not asked; one whose gate value is missing is asked.
-    """
+def lot_holds(batch: Batch, location: Location | None = None) -> list[Hold]:
+    """Every hold on ``batch`` (at ``location``, or anywhere when it is ``None``): the gates
+    are read first, all in one statement, and a gated check whose gate found no row is not
+    asked."""
     checks = list(_checks)
-    if gates is None:
-        gates = _read_gates(batch, location)
+    closed = _closed_gates(batch, location, [check for check in checks if check in _gates])
     holds: list[Hold] = []
     for check in checks:
-        gated = _gates.get(check)
-        if gated is not None and not gates.get(gated[0], True):
-            continue  # its gate found nothing: the check would find nothing
-        holds.extend(check(batch, location))
+        if check not in closed:  # a closed gate: the check would find nothing
+            holds.extend(check(batch, location))
     return holds
 
 
-def _read_gates(batch: Batch, location: Location | None) -> dict[str, Any]:
-    annotations = hold_gates(OuterRef("pk"), location)
-    if not annotations or batch.pk is None:
-        return {}
-    from .models import Batch  # noqa: PLC0415  (hooks is imported while the apps load)
-
-    rows = Batch.objects.filter(pk=batch.pk).annotate(**annotations).order_by()
-    return next(iter(rows.values(*annotations)), {})
+def _closed_gates(
+    batch: Batch, location: Location | None, gated: list[HoldCheck]
+) -> set[HoldCheck]:
+    """The gated checks whose gate finds no row for ``batch`` here."""
+    if not gated or batch.pk is None:
+        return set()
+    parts, params, using = [], [], None
+    for check in gated:
+        queryset = _gates[check](batch.pk, location).order_by().values("pk")
+        # elide_empty=False: a gate that can find nothing (``.none()``) reads as WHERE 0 = 1.
+        compiler = queryset.query.get_compiler(using=queryset.db, elide_empty=False)
+        sql, gate_params = compiler.as_sql()
+        parts.append(f"EXISTS ({sql})")
+        params.extend(gate_params)
+        using = queryset.db
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(parts)}", params)
+        found = cursor.fetchone()
+    return {check for check, open_ in zip(gated, found, strict=True) if not open_}

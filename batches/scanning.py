@@ -12,9 +12,9 @@ everything the second attempt did, and the first record is answered.
 
 A scan is on the warehouse's critical path (a scan station waits for each answer), so the hot
 path — a verify scan of a known pack — is kept to a few statements: the location (with the
-partner's membership) in one; product, lot, serial and the hold gates (batches.hooks) in one; the
-record with its audit seal in two (see :func:`scan_record_create`). tests/batches/
-test_scan_queries.py holds that count.
+partner's membership) in one; product, lot and serial in one; the holds (batches.hooks: one for
+every gate, one for each check without a gate); the record with its audit seal in two (see
+:func:`scan_record_create`). tests/batches/test_scan_queries.py holds that count.
 
 The lot-level actions live here (put-away, count, verify); the shipment-level ones (receive,
 pick, ship) need shipments and live in orders.scanning, which hands them to
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import FilteredRelation, OuterRef, Q
+from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 
 from audit import chain
@@ -125,8 +125,6 @@ class ScanContext:
     batch: Batch | None = None
     serial: Serial | None = None
     warnings: list[Reason] = field(default_factory=list)
-    # The hold gates (batches.hooks.hold_gates) as read with the lot; None: not read.
-    hold_gates: dict[str, Any] | None = None
 
     @property
     def serial_number(self) -> str | None:
@@ -229,8 +227,8 @@ def identify(ctx: ScanContext) -> list[Reason]:
 
 
 def _scanned_lot(ctx: ScanContext) -> Batch | None:
-    """The lot the code names, with its product, the scanned pack (``scanned_pack``: the
-    serial, or None) and the hold gates the action asks (``ctx.hold_gates``), in one query."""
+    """The lot the code names, with its product and the scanned pack (``scanned_pack``: the
+    serial, or None), in one query."""
     reading = ctx.reading
     lots = Batch.objects.select_related("product").filter(
         product__gtin=reading.gtin, lot_number=reading.lot
@@ -241,15 +239,10 @@ def _scanned_lot(ctx: ScanContext) -> Batch | None:
                 "serials", condition=Q(serials__serial_number=reading.serial)
             )
         ).select_related("scanned_pack")
-    gates = {} if ctx.action == ScanAction.COUNT else hooks.hold_gates(OuterRef("pk"), ctx.location)
-    if gates:
-        lots = lots.annotate(**gates)
     batch = next(iter(lots.order_by()[:1]), None)  # one at most: (product, lot) is unique
     if batch is not None:
         # The outer join sets no attribute when the lot has no such pack.
         batch.scanned_pack = getattr(batch, "scanned_pack", None) if reading.serial else None
-        if ctx.action != ScanAction.COUNT:
-            ctx.hold_gates = {name: getattr(batch, name) for name in gates}
     return batch
 
 
@@ -268,7 +261,7 @@ def lot_reasons(ctx: ScanContext) -> list[Reason]:
     if batch.status in STATUS_REASONS:
         code = STATUS_REASONS[batch.status]
         blocking[code] = Reason(code, f"lot {batch.lot_number} is {batch.status}")
-    for hold in hooks.lot_holds(batch, ctx.location, gates=ctx.hold_gates):
+    for hold in hooks.lot_holds(batch, ctx.location):
         # A recall hold names the recall: it says more than the lot status alone.
         blocking[hold.code] = Reason(hold.code, hold.detail)
     if ctx.action == ScanAction.RECEIVE:
@@ -474,7 +467,7 @@ def scan_location(actor: User, location_id: Any) -> Location:
     locations = Location.objects.select_related("site__partner")
     if not actor.is_superuser:
         locations = locations.filter(site__partner_id=actor.partner_id)
-    location = locations.filter(pk=location_id, is_active=True).first()
+    location = locations.filter(pk=location_id, is_active=True).order_by().first()
     if location is None:
         raise NotFound("no such location", code="unknown_location")
     return location

@@ -13,7 +13,8 @@ checked, answered and recorded append-only with its audit seal — and N request
 DRF endpoint with the same body (same authentication, permission, parsing and rendering, no
 work). The two sides alternate, and swap order each round. The script prints the medians of
 the rounds, the ratio scans/trivial, and p50/p99 latency; the goals are a ratio of at least 0.5
-and a p99 under 20 ms.
+and a p99 under 20 ms. It prints the machine's load average at the start and the end of the timed
+rounds too: on a shared machine a figure means little without it.
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def main() -> int:
 
             scans(args.warmup)
             trivial(args.warmup)
+            load_before = os.getloadavg()
             scan_rates, trivial_rates, scan_latencies, trivial_latencies = [], [], [], []
             for round_number in range(1, args.rounds + 1):
                 sides = [("scan", scans), ("trivial", trivial)]
@@ -246,6 +248,7 @@ def main() -> int:
                     f"  round {round_number}: {scan_rates[-1]:.0f} scans/s, "
                     f"{trivial_rates[-1]:.0f} trivial requests/s"
                 )
+            load_after = os.getloadavg()
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -263,6 +266,11 @@ def main() -> int:
         f"scan: {scan_rate:.0f} verify scans/s through gunicorn ({args.workers} workers, "
         f"{args.concurrency} connections), {trivial_rate:.0f} trivial requests/s, "
         f"ratio {scan_rate / trivial_rate:.2f} (goal >= {GOAL_RATIO})"
+    )
+    print(
+        "load average (1, 5, 15 min) at the start "
+        f"{' '.join(f'{x:.2f}' for x in load_before)}, at the end "
+        f"{' '.join(f'{x:.2f}' for x in load_after)} ({os.cpu_count()} CPUs)"
     )
     return 0
 

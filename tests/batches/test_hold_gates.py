@@ -1,12 +1,11 @@
-"""Hold gates (batches.hooks): a registered check may come with a cheap gate; the gates are
-read in one statement (or in the query that reads the lot), and a check whose gate finds no row
-is not asked. Checks registered without a gate are asked as before."""
+"""Hold gates (batches.hooks): a registered check may come with a cheap gate; every gate is read
+in one statement, and a check whose gate finds no row is not asked. Checks registered without a
+gate are asked as before."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.db.models import OuterRef
 from django.test.utils import CaptureQueriesContext
 
 from batches import hooks
@@ -75,20 +74,20 @@ def test_a_check_without_a_gate_is_always_asked(registry, db):
     assert [hold.code for hold in held] == ["gated", "ungated"]  # in registration order
 
 
-def test_gates_read_with_the_lot_are_used_and_a_missing_value_asks_the_check(registry, db):
-    check = Check()
-    registry.register_hold_check(check, gate=held_lots_gate)
+def test_every_gate_is_read_in_one_statement(registry, db):
+    first, second, third = Check("first"), Check("second"), Check("third")
+    registry.register_hold_check(first, gate=held_lots_gate)
+    registry.register_hold_check(second, gate=held_lots_gate)
+    registry.register_hold_check(third, gate=lambda batch_id, location: Batch.objects.none())
+
     lot = BatchFactory(lot_number="HELD3")
-    gates = registry.hold_gates(OuterRef("pk"))
-    row = Batch.objects.filter(pk=lot.pk).annotate(**gates).values(*gates).get()
-    assert list(row.values()) == [True]
 
     with CaptureQueriesContext(connection) as captured:
-        assert registry.lot_holds(lot, gates=row)
-    assert len(captured) == 0  # the gate was read with the lot: no statement of its own
-    assert registry.lot_holds(lot, gates={name: False for name in row}) == []  # closed: not asked
-    assert registry.lot_holds(lot, gates={})  # no value: asked
-    assert check.asked == 2
+        held = registry.lot_holds(lot)
+
+    assert [hold.code for hold in held] == ["first", "second"]
+    assert (first.asked, second.asked, third.asked) == (1, 1, 0)
+    assert len(captured) == 1  # the checks themselves read nothing here
 
 
 def test_registering_again_keeps_one_entry_and_may_add_the_gate(registry, db):
@@ -98,7 +97,7 @@ def test_registering_again_keeps_one_entry_and_may_add_the_gate(registry, db):
     registry.register_hold_check(check)
 
     assert registry._checks == [check]
-    assert list(registry.hold_gates(1)) == [registry._gates[check][0]]
+    assert registry._gates == {check: held_lots_gate}
     assert registry.lot_holds(BatchFactory(lot_number="FREE4")) == []
     assert check.asked == 0
 
@@ -106,7 +105,6 @@ def test_registering_again_keeps_one_entry_and_may_add_the_gate(registry, db):
 def test_no_gate_no_statement(registry, db):
     registry.register_hold_check(Check())
     lot = BatchFactory(lot_number="FREE5")
-    assert registry.hold_gates(OuterRef("pk")) == {}
     with CaptureQueriesContext(connection) as captured:
         registry.lot_holds(lot)
     assert len(captured) == 0  # the check itself reads nothing here
