@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 
 import django_filters
+from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -21,6 +22,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from batches.api import SignaturePasswordField, SignatureSerializer, visible_batches
+from batches.models import StorageClass
 from orders.selectors import orders_visible_to, shipments_visible_to
 from partners.models import Role
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
@@ -31,10 +33,12 @@ from . import chart, selectors, services
 from .epcis import shipment_sensor_document
 from .models import (
     Excursion,
+    ExcursionRule,
     ExcursionStatus,
     Logger,
     LoggerAssignment,
     Reading,
+    TemperatureProfile,
 )
 
 ACL_PATTERN = "pattern write pharmadms/v1/loggers/%u/readings"
@@ -187,6 +191,214 @@ class LoggerViewSet(ServiceWriteViewSet):
             ends_at=data["ends_at"],
         )
         return Response(AssignmentSerializer(assignment).data, status=status.HTTP_201_CREATED)
+
+
+class AssignmentEndSerializer(StrictFieldsMixin, serializers.Serializer):
+    ends_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="default: now"
+    )
+    reason = ReasonField()
+
+
+class AssignmentFilter(django_filters.FilterSet):
+    ongoing = django_filters.BooleanFilter(
+        method="filter_ongoing", label="the logger is still with the shipment"
+    )
+
+    class Meta:
+        model = LoggerAssignment
+        fields = ["shipment", "logger"]
+
+    def filter_ongoing(self, queryset, name, value):
+        ongoing = Q(ends_at__isnull=True, shipment__received_at__isnull=True)
+        return queryset.filter(ongoing) if value else queryset.exclude(ongoing)
+
+
+class LoggerAssignmentViewSet(
+    HistoryMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Loggers travelling with the shipments of the user's partner (as seller or buyer);
+    regulators read all. The seller's warehouse, order desk or admin takes a logger off its
+    shipment (``end``); assigning is ``POST /loggers/<id>/assign/``."""
+
+    serializer_class = AssignmentSerializer
+    filterset_class = AssignmentFilter
+    write_roles = set(services.ASSIGN_ROLES)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return LoggerAssignment.objects.none()
+        return selectors.assignments_visible_to(self.request.user)
+
+    def get_serializer_class(self):
+        return AssignmentEndSerializer if self.action == "end" else AssignmentSerializer
+
+    @extend_schema(request=AssignmentEndSerializer, responses=AssignmentSerializer)
+    @action(detail=True, methods=["post"])
+    def end(self, request, pk=None):
+        """Take the logger off the shipment at ``ends_at`` (default now): later readings are
+        no longer the shipment's."""
+        assignment = self.get_object()
+        serializer = AssignmentEndSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ended = services.logger_assignment_end(
+            assignment=assignment,
+            actor=request.user,
+            reason=serializer.validated_data["reason"],
+            ends_at=serializer.validated_data["ends_at"],
+        )
+        return Response(AssignmentSerializer(ended).data)
+
+
+# --- temperature profiles and excursion rules ----------------------------------------------
+
+
+class ExcursionRuleSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    reason = ReasonField()
+    profile = serializers.PrimaryKeyRelatedField(queryset=TemperatureProfile.objects.all())
+    # Plain strings, as on excursions: "kind" and "direction" name other choice sets elsewhere.
+    kind = serializers.CharField(help_text="instant, consecutive, cumulative or data_gap")
+    direction = serializers.CharField(required=False, help_text="high, low or both (default both)")
+
+    class Meta:
+        model = ExcursionRule
+        fields = [
+            "id",
+            "profile",
+            "name",
+            "kind",
+            "direction",
+            "limit_celsius",
+            "delay_minutes",
+            "budget_minutes",
+            "max_interval_minutes",
+            "is_active",
+            "reason",
+        ]
+        extra_kwargs = {"name": {"required": False}}
+        validators = []  # the model's constraints are checked by the service (codes of their own)
+
+    def validate_kind(self, value: str) -> str:
+        from .models import RuleKind
+
+        if value not in RuleKind.values:
+            raise serializers.ValidationError(
+                f"kind is one of {', '.join(RuleKind.values)}", code="invalid_kind"
+            )
+        return value
+
+    def validate_direction(self, value: str) -> str:
+        from .models import Direction
+
+        if value not in Direction.values:
+            raise serializers.ValidationError(
+                f"direction is one of {', '.join(Direction.values)}", code="invalid_direction"
+            )
+        return value
+
+
+class RuleSummarySerializer(serializers.ModelSerializer):
+    kind = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = ExcursionRule
+        fields = ["id", "name", "kind", "is_active"]
+        read_only_fields = fields
+
+
+class TemperatureProfileSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    reason = ReasonField()
+    storage_class = serializers.PrimaryKeyRelatedField(queryset=StorageClass.objects.all())
+    owner = serializers.PrimaryKeyRelatedField(
+        read_only=True, help_text="the partner whose QA maintains it (empty: the platform)"
+    )
+    rules = RuleSummarySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = TemperatureProfile
+        fields = [
+            "id",
+            "storage_class",
+            "owner",
+            "name",
+            "min_celsius",
+            "max_celsius",
+            "ignore_first_minutes",
+            "mkt_window_hours",
+            "mkt_limit_celsius",
+            "is_active",
+            "rules",
+            "reason",
+        ]
+        extra_kwargs = {
+            "name": {"required": False},
+            "min_celsius": {"required": False},
+            "max_celsius": {"required": False},
+        }
+        validators = []  # one active profile per class: the service answers duplicate_profile
+
+
+class TemperatureProfileFilter(django_filters.FilterSet):
+    class Meta:
+        model = TemperatureProfile
+        fields = ["storage_class", "owner", "is_active"]
+
+
+class TemperatureProfileViewSet(ServiceWriteViewSet):
+    """Temperature profiles of the storage classes: reference data every signed-in user reads;
+    the QA officers and admins of the owning partner create and correct them (with a reason).
+    Their history names the owner's staff: the owner (and regulators) read it."""
+
+    serializer_class = TemperatureProfileSerializer
+    filterset_class = TemperatureProfileFilter
+    write_roles = {Role.ADMIN, Role.QA_OFFICER}
+
+    def get_queryset(self):
+        return TemperatureProfile.objects.select_related("storage_class").prefetch_related("rules")
+
+    def history_visible_to(self, user, instance) -> bool:
+        return instance.owner_id is not None and instance.owner_id == user.partner_id
+
+    def perform_service_create(self, data, reason):
+        return services.temperature_profile_create(actor=self.request.user, reason=reason, **data)
+
+    def perform_service_update(self, instance, data, reason):
+        return services.temperature_profile_update(
+            profile=instance, actor=self.request.user, reason=reason, **data
+        )
+
+
+class ExcursionRuleFilter(django_filters.FilterSet):
+    class Meta:
+        model = ExcursionRule
+        fields = ["profile", "kind", "is_active"]
+
+
+class ExcursionRuleViewSet(ServiceWriteViewSet):
+    """The alarm rules of the temperature profiles: read by every signed-in user, created and
+    corrected by the QA officers and admins of the profile's owner. A rule's kind and profile
+    never change."""
+
+    serializer_class = ExcursionRuleSerializer
+    filterset_class = ExcursionRuleFilter
+    write_roles = {Role.ADMIN, Role.QA_OFFICER}
+
+    def get_queryset(self):
+        return ExcursionRule.objects.select_related("profile")
+
+    def history_visible_to(self, user, instance) -> bool:
+        owner_id = instance.profile.owner_id
+        return owner_id is not None and owner_id == user.partner_id
+
+    def perform_service_create(self, data, reason):
+        return services.excursion_rule_create(actor=self.request.user, reason=reason, **data)
+
+    def perform_service_update(self, instance, data, reason):
+        if "profile" in data:
+            raise InvalidInput("a rule's profile never changes", code="field_not_editable")
+        return services.excursion_rule_update(
+            rule=instance, actor=self.request.user, reason=reason, **data
+        )
 
 
 # --- excursions ----------------------------------------------------------------------------
@@ -517,3 +729,20 @@ class ShipmentSensorEpcisView(_ShipmentView):
             )
         interval = datetime.timedelta(minutes=int(raw))
         return Response(shipment_sensor_document(shipment, interval=interval))
+
+
+class BatchTemperatureView(generics.GenericAPIView):
+    """The mean kinetic temperature (USP <1079.2>) of a lot at each location where a logger
+    measured it — on each shipment that carried it — per window of the lot's profile (24 h for
+    2–8 °C products, 30 days for room temperature), with whether a window exceeds the
+    profile's MKT limit."""
+
+    permission_classes = [PartnerRolePermission]
+    serializer_class = ReadingSerializer
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, pk=None):
+        batch = get_object_or_404(
+            visible_batches(request.user).select_related("product"), pk=self.kwargs["pk"]
+        )
+        return Response(selectors.batch_temperature(batch, request.user))

@@ -13,6 +13,7 @@ range to the first reading back in range.
 from __future__ import annotations
 
 import datetime
+import operator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,11 +68,14 @@ class State:
         return cls(*values)
 
     def values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.FIELDS)
+        return _state_values(self)
 
     def copy_to(self, row) -> None:
         for name in self.FIELDS:
             setattr(row, name, getattr(self, name))
+
+
+_state_values = operator.attrgetter(*State.FIELDS)
 
 
 def _seconds(delta: datetime.timedelta) -> int:

@@ -152,7 +152,8 @@ def _timestamp(value: Any) -> datetime.datetime:
     return moment.astimezone(datetime.UTC)
 
 
-def _reading(raw: Any, received_at: datetime.datetime) -> ParsedReading:
+def _reading(raw: Any, latest: datetime.datetime) -> ParsedReading:
+    """One reading; ``latest`` is the latest measured time its message's receipt allows."""
     if not isinstance(raw, dict):
         raise _Invalid(DeadLetterReason.INVALID_READING, "a reading must be a JSON object")
     sequence = raw.get("seq")
@@ -169,11 +170,11 @@ def _reading(raw: Any, received_at: datetime.datetime) -> ParsedReading:
             DeadLetterReason.IMPOSSIBLE_TEMPERATURE,
             f"{celsius} °C lies outside {PLAUSIBLE_MIN_CELSIUS}…{PLAUSIBLE_MAX_CELSIUS} °C",
         )
-    if measured_at > received_at + _future_tolerance():
+    if measured_at > latest:
         raise _Invalid(
             DeadLetterReason.FUTURE_READING,
             f"measured at {measured_at.isoformat()}, after its receipt at "
-            f"{received_at.isoformat()}",
+            f"{(latest - _future_tolerance()).isoformat()}",
         )
     battery = raw.get("battery")
     if battery is not None and (
@@ -239,9 +240,10 @@ def parse_message(message: IncomingMessage) -> ParsedMessage:
         parsed.refusals.append(Refusal(invalid.reason, invalid.detail))
         return parsed
     refused: dict[str, Refusal] = {}
+    latest = message.received_at + _future_tolerance()  # a setting: read once a message
     for index, raw in enumerate(readings):
         try:
-            parsed.readings.append(_reading(raw, message.received_at))
+            parsed.readings.append(_reading(raw, latest))
         except _Invalid as invalid:
             refusal = refused.get(invalid.reason)
             sequence = raw.get("seq") if isinstance(raw, dict) else None

@@ -277,10 +277,22 @@ class TemperatureProfile(RegulatedModel):
     packing); ``mkt_window_hours`` the length of the MKT windows (USP <1079.2>: 24 h for
     2–8 °C products, 30 days for room temperature) and ``mkt_limit_celsius`` the highest MKT
     a window may have.
+
+    Reference data that every partner reads; ``owner`` is the partner whose QA maintains it (in
+    practice the brand owner, whose labelled storage conditions it encodes): only its QA
+    officers and admins change it or its rules. Without an owner, the platform's superusers do.
     """
 
     storage_class = models.ForeignKey(
         StorageClass, on_delete=models.PROTECT, related_name="temperature_profiles"
+    )
+    owner = models.ForeignKey(
+        Partner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="temperature_profiles",
+        help_text="the partner whose QA maintains the profile (empty: the platform)",
     )
     name = models.CharField(max_length=100)
     min_celsius = models.DecimalField(max_digits=5, decimal_places=2)

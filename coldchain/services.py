@@ -28,7 +28,7 @@ from django.utils import timezone
 from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
 from audit.models import Signature, SignatureMeaning
 from audit.services import signature_apply, signature_verify_password
-from batches.models import StorageClass
+from batches.models import Batch, Product, StorageClass
 from orders.models import Shipment, ShipmentLine, ShipmentStatus
 from partners.models import Partner, Role, User
 from partners.services import system_account
@@ -146,28 +146,65 @@ def _schedule_evaluation(work: list[list[Any]]) -> None:
         logger.exception("evaluation of %d shipment/logger pairs was not scheduled", len(work))
 
 
+def _loggers_and_windows(
+    spans: dict[str, tuple[datetime.datetime, datetime.datetime]],
+) -> tuple[dict[str, tuple[int, bool]], dict[int, list[tuple]]]:
+    """The batch's loggers by device id ((id, active)), and each one's trip windows (start, end
+    or None, shipment id) that may hold a reading measured within its ``spans`` (first, last):
+    one query on PostgreSQL, however many trips a logger has made."""
+    loggers: dict[str, tuple[int, bool]] = {}
+    windows: dict[int, list[tuple]] = defaultdict(list)
+    if not spans:
+        return loggers, windows
+    if connection.vendor == "postgresql":
+        devices = sorted(spans)
+        with ingest.binary_cursor() as cursor:
+            cursor.execute(
+                "SELECT l.device_id, l.id, l.is_active, w.starts_at, w.ends_at, w.shipment_id "  # noqa: S608
+                "FROM unnest(%b::text[], %b::timestamptz[], %b::timestamptz[]) "
+                "AS t(device_id, first_at, last_at) "
+                f"JOIN {Logger._meta.db_table} AS l ON l.device_id = t.device_id "
+                "LEFT JOIN LATERAL (SELECT a.starts_at, coalesce(a.ends_at, sh.received_at) "
+                "AS ends_at, a.shipment_id "
+                f"FROM {LoggerAssignment._meta.db_table} AS a "
+                f"JOIN {Shipment._meta.db_table} AS sh ON sh.id = a.shipment_id "
+                "WHERE a.logger_id = l.id AND a.starts_at <= t.last_at "
+                "AND coalesce(a.ends_at, sh.received_at, 'infinity') > t.first_at) AS w ON true",
+                [devices, [spans[d][0] for d in devices], [spans[d][1] for d in devices]],
+                binary=True,
+            )
+            for device_id, pk, active, starts_at, ends_at, shipment_id in cursor.fetchall():
+                loggers[device_id] = (pk, active)
+                if shipment_id is not None:
+                    windows[pk].append((starts_at, ends_at, shipment_id))
+        return loggers, windows
+    for pk, device_id, active in Logger.objects.filter(device_id__in=set(spans)).values_list(
+        "pk", "device_id", "is_active"
+    ):
+        loggers[device_id] = (pk, active)
+    for logger_id, starts_at, ends_at, received_at, shipment_id in LoggerAssignment.objects.filter(
+        logger_id__in=[pk for pk, _ in loggers.values()]
+    ).values_list("logger_id", "starts_at", "ends_at", "shipment__received_at", "shipment_id"):
+        windows[logger_id].append((starts_at, ends_at or received_at, shipment_id))
+    return loggers, windows
+
+
 def _resolve(parsed: list[ingest.ParsedMessage]) -> None:
     """Find each message's logger and each reading's shipment; refuse what has none."""
-    device_ids = {m.device_id for m in parsed if m.readings}
-    loggers = {
-        row.device_id: row
-        for row in Logger.objects.filter(device_id__in=device_ids).only(
-            "id", "device_id", "is_active"
-        )
-    }
-    windows: dict[int, list[tuple[datetime.datetime, datetime.datetime | None, int]]] = defaultdict(
-        list
-    )
-    assignments = LoggerAssignment.objects.filter(
-        logger_id__in=[row.pk for row in loggers.values()]
-    ).values_list("logger_id", "starts_at", "ends_at", "shipment__received_at", "shipment_id")
-    for logger_id, starts_at, ends_at, received_at, shipment_id in assignments:
-        windows[logger_id].append((starts_at, ends_at or received_at, shipment_id))
+    spans: dict[str, tuple[datetime.datetime, datetime.datetime]] = {}
+    for message in parsed:
+        for reading in message.readings:
+            first, last = spans.get(message.device_id, (reading.measured_at, reading.measured_at))
+            spans[message.device_id] = (
+                min(first, reading.measured_at),
+                max(last, reading.measured_at),
+            )
+    loggers, windows = _loggers_and_windows(spans)
     for message in parsed:
         if not message.readings:
             continue
         device = loggers.get(message.device_id)
-        if device is None or not device.is_active:
+        if device is None or not device[1]:
             if device is None:
                 reason, state = DeadLetterReason.UNKNOWN_LOGGER, "not registered"
             else:
@@ -185,8 +222,8 @@ def _resolve(parsed: list[ingest.ParsedMessage]) -> None:
             continue
         kept, unassigned = [], []
         for reading in message.readings:
-            reading.logger_id = device.pk
-            for starts_at, ends_at, shipment_id in windows.get(device.pk, ()):
+            reading.logger_id = device[0]
+            for starts_at, ends_at, shipment_id in windows.get(device[0], ()):
                 if starts_at <= reading.measured_at and (
                     ends_at is None or reading.measured_at < ends_at
                 ):
@@ -200,7 +237,7 @@ def _resolve(parsed: list[ingest.ParsedMessage]) -> None:
             message.refusals.append(
                 Refusal(
                     DeadLetterReason.UNASSIGNED_LOGGER,
-                    f"logger {device.device_id} was on no shipment at {first}"
+                    f"logger {message.device_id} was on no shipment at {first}"
                     + (
                         f" (and {len(unassigned) - 1} more readings)" if len(unassigned) > 1 else ""
                     ),
@@ -408,44 +445,161 @@ def logger_assignment_end(
 
 # --- profiles and rules --------------------------------------------------------------------
 
+# Changing these changes what the readings show: the trips in transit are judged again.
+PROFILE_JUDGING_FIELDS = {"min_celsius", "max_celsius", "ignore_first_minutes", "is_active"}
 
-def _require_profile_keeper(actor: User) -> None:
-    """Profiles and rules are platform reference data, like the storage classes they judge."""
-    if not actor.is_superuser:
-        require_role(actor, Role.QA_OFFICER, Role.ADMIN)
+
+def _require_profile_keeper(actor: User, profile: TemperatureProfile | None = None) -> None:
+    """Profiles and rules are reference data every partner reads; the QA officers and admins of
+    the profile's owner maintain them (of any partner for a new profile, which it then owns);
+    a profile without an owner is the platform's (superusers)."""
+    if actor is None or not actor.is_active:
+        raise NotPermitted("an active user is required")
+    if actor.is_superuser:
+        return
+    require_role(actor, Role.QA_OFFICER, Role.ADMIN)
+    if profile is not None and profile.owner_id != actor.partner_id:
+        raise NotPermitted(
+            f"profile {profile.name!r} is maintained by "
+            f"{profile.owner.name if profile.owner_id else 'the platform'}",
+            code="not_your_organisation",
+        )
+
+
+def _full_clean(instance, changes: dict[str, Any]) -> None:
+    """Validate the row as it will be after ``changes``, every constraint included (a partial
+    validation skips a check whose other field did not change: min < max, a rule kind's
+    setting), so that bad input answers 400 and never reaches the database's CHECK."""
+    from django.core.exceptions import ValidationError
+
+    from audit.history import invalid_input_from
+
+    for name, value in changes.items():
+        setattr(instance, name, value)
+    try:
+        instance.full_clean()
+    except ValidationError as error:
+        raise invalid_input_from(error) from error
 
 
 @transaction.atomic
 def temperature_profile_create(
     *, storage_class: StorageClass, actor: User, reason: str, rules: Sequence[dict] = (), **fields
 ) -> TemperatureProfile:
-    """A profile for a storage class (its range by default) with its rules."""
+    """A profile for a storage class (its range by default) with its rules, owned by the
+    actor's partner."""
     _require_profile_keeper(actor)
     check_editable(fields, PROFILE_FIELDS)
     fields.setdefault("min_celsius", storage_class.min_celsius)
     fields.setdefault("max_celsius", storage_class.max_celsius)
     fields.setdefault("name", storage_class.name)
-    if TemperatureProfile.objects.filter(storage_class=storage_class, is_active=True).exists():
+    if fields.get("is_active", True) and (
+        TemperatureProfile.objects.filter(storage_class=storage_class, is_active=True).exists()
+    ):
         raise RuleViolation(
             f"storage class {storage_class.code} already has an active profile",
             code="duplicate_profile",
         )
-    profile = create_with_reason(
-        TemperatureProfile, actor=actor, reason=reason, storage_class=storage_class, **fields
-    )
+    profile = TemperatureProfile(storage_class=storage_class, owner=actor.partner)
+    _full_clean(profile, fields)
+    profile = save_with_reason(profile, actor=actor, reason=reason)
     for rule in rules:
         excursion_rule_create(profile=profile, actor=actor, reason=reason, **rule)
     return profile
 
 
 @transaction.atomic
+def temperature_profile_update(
+    *, profile: TemperatureProfile, actor: User, reason: str, **changes: Any
+) -> TemperatureProfile:
+    """Correct a profile (its owner's QA): a change of range, ignore period or activity makes
+    the trips in transit be judged again from their first reading under the new profile."""
+    check_editable(changes, PROFILE_FIELDS)
+    locked = (
+        TemperatureProfile.objects.select_for_update(of=("self",))
+        .select_related("owner")
+        .get(pk=profile.pk)
+    )
+    _require_profile_keeper(actor, locked)
+    if (
+        changes.get("is_active")
+        and not locked.is_active
+        and TemperatureProfile.objects.filter(
+            storage_class_id=locked.storage_class_id, is_active=True
+        ).exists()
+    ):
+        raise RuleViolation(
+            f"storage class {locked.storage_class.code} already has an active profile",
+            code="duplicate_profile",
+        )
+    judged = {
+        name
+        for name in PROFILE_JUDGING_FIELDS & set(changes)
+        if changes[name] != getattr(locked, name)
+    }
+    _full_clean(locked, changes)
+    updated = update_with_reason(
+        locked, actor=actor, reason=reason, changes=changes, editable=PROFILE_FIELDS
+    )
+    if judged:
+        _evaluate_again(locked.rules.values_list("pk", flat=True))
+    return updated
+
+
+@transaction.atomic
 def excursion_rule_create(
     *, profile: TemperatureProfile, actor: User, reason: str, **fields
 ) -> ExcursionRule:
-    _require_profile_keeper(actor)
+    """A new rule of a profile (its owner's QA); it judges the trips in transit from their
+    first reading at the next evaluation."""
+    _require_profile_keeper(actor, profile)
     check_editable(fields, RULE_FIELDS)
     fields.setdefault("name", fields.get("kind", "rule"))
-    return create_with_reason(ExcursionRule, actor=actor, reason=reason, profile=profile, **fields)
+    rule = ExcursionRule(profile=profile)
+    _full_clean(rule, fields)
+    return save_with_reason(rule, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def excursion_rule_update(
+    *, rule: ExcursionRule, actor: User, reason: str, **changes: Any
+) -> ExcursionRule:
+    """Correct a rule (its profile owner's QA). Its kind never changes (the excursions it found
+    name it): deactivate it and create another. The trips in transit are judged again by it
+    from their first reading."""
+    if "kind" in changes:
+        raise InvalidInput(
+            "a rule's kind never changes: deactivate it and create a rule of the other kind",
+            code="field_not_editable",
+        )
+    check_editable(changes, RULE_FIELDS)
+    locked = (
+        ExcursionRule.objects.select_for_update(of=("self",))
+        .select_related("profile__owner")
+        .get(pk=rule.pk)
+    )
+    _require_profile_keeper(actor, locked.profile)
+    _full_clean(locked, changes)
+    updated = update_with_reason(
+        locked, actor=actor, reason=reason, changes=changes, editable=RULE_FIELDS - {"kind"}
+    )
+    _evaluate_again([locked.pk])
+    return updated
+
+
+def _evaluate_again(rule_ids: Iterable[int]) -> None:
+    """Forget where the rules stand on every trip: the next evaluation of a trip (its next batch,
+    or the sweep within ten minutes) runs them from the first reading, withdrawing the open
+    excursions they no longer find. The states are derived rows, not records: plain SQL."""
+    rule_ids = sorted(set(rule_ids))
+    if not rule_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {EvaluationState._meta.db_table} WHERE rule_id IN "  # noqa: S608
+            f"({', '.join(['%s'] * len(rule_ids))})",
+            rule_ids,
+        )
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -464,7 +618,7 @@ EVALUATION_CHUNK = 500
 EVALUATION_LOCK_SPACE = 7_411_000
 # The earliest measured time a reading may have ("read everything"): a bound the index takes.
 _BEGINNING = datetime.datetime(1900, 1, 1, tzinfo=datetime.UTC)
-_STATE_COLUMNS = (*State.FIELDS, "full_evaluations", "open_excursion_id", "updated_at")
+_STATE_COLUMNS = (*State.FIELDS, "full_evaluations", "open_excursion_id")
 _STATE_TYPES = (
     "timestamptz",
     "bigint",
@@ -477,27 +631,45 @@ _STATE_TYPES = (
     "bigint",
     "integer",
     "bigint",
-    "timestamptz",
 )
 
 
-def _evaluator(rule: ExcursionRule, trip_start: datetime.datetime, state: State) -> RuleEvaluator:
-    profile = rule.profile
-    low, high = profile.min_celsius, profile.max_celsius
-    if rule.limit_celsius is not None:
-        if rule.direction == "high":
-            high = rule.limit_celsius
-        else:
-            low = rule.limit_celsius
+@dataclass(frozen=True)
+class _RuleSpec:
+    """What the evaluation needs of a rule and its profile, read with the trip in one query."""
+
+    pk: int
+    kind: str
+    direction: str
+    low: Decimal
+    high: Decimal
+    delay_minutes: int
+    budget_minutes: int
+    max_interval_minutes: int
+    ignore_first_minutes: int
+
+    @classmethod
+    def of(
+        cls, pk, kind, direction, limit, delay, budget, interval, low, high, ignore
+    ) -> _RuleSpec:
+        if limit is not None:  # a limit of its own replaces the profile's on its side
+            if direction == "high":
+                high = limit
+            else:
+                low = limit
+        return cls(pk, kind, direction, low, high, delay, budget, interval, ignore)
+
+
+def _evaluator(rule: _RuleSpec, trip_start: datetime.datetime, state: State) -> RuleEvaluator:
     return RuleEvaluator(
         kind=rule.kind,
         direction=rule.direction,
-        low=low,
-        high=high,
+        low=rule.low,
+        high=rule.high,
         delay_minutes=rule.delay_minutes,
         budget_minutes=rule.budget_minutes,
         max_interval_minutes=rule.max_interval_minutes,
-        evaluate_from=trip_start + datetime.timedelta(minutes=profile.ignore_first_minutes),
+        evaluate_from=trip_start + datetime.timedelta(minutes=rule.ignore_first_minutes),
         state=state,
     )
 
@@ -516,7 +688,7 @@ class _RuleState:
     """One ``EvaluationState`` row as the evaluation holds it."""
 
     pk: int
-    rule: ExcursionRule
+    rule: _RuleSpec
     stored: tuple  # the stored ``State.values()``
     full_evaluations: int
     open_excursion_id: int | None
@@ -587,32 +759,102 @@ def shipment_evaluate(
     return readings_evaluate([(shipment_id, logger_id, earliest)])
 
 
-def _rules_by_shipment(shipment_ids: set[int]) -> dict[int, list[ExcursionRule]]:
-    """The active rules of the active profiles of the storage classes each shipment carries."""
+_RULE_COLUMNS = (
+    "r.id, r.kind, r.direction, r.limit_celsius, r.delay_minutes, r.budget_minutes, "
+    "r.max_interval_minutes, p.min_celsius, p.max_celsius, p.ignore_first_minutes"
+)
+
+
+def _trips_of(
+    pairs: list[tuple[int, int]],
+) -> dict[tuple[int, int], tuple[datetime.datetime, datetime.datetime | None, list[_RuleSpec]]]:
+    """Each (shipment, logger) pair's window (start; end: the assignment's, or the shipment's
+    receipt) and the active rules of the active profiles of the storage classes the shipment
+    carries, in rule order; pairs without an assignment or a rule are left out.
+
+    PostgreSQL: two queries for the whole batch (the rules per shipment, the windows per
+    pair). SQLite: three.
+    """
+    if not pairs:
+        return {}
+    if connection.vendor == "postgresql":
+        shipment_ids = sorted({pair[0] for pair in pairs})
+        of_shipment: dict[int, list[_RuleSpec]] = defaultdict(list)
+        with ingest.binary_cursor() as cursor:
+            cursor.execute(  # the rules of each shipment (a few shipments, a few rules each)
+                f"SELECT DISTINCT s.shipment_id, {_RULE_COLUMNS} "  # noqa: S608 - constant names
+                "FROM (SELECT DISTINCT sl.shipment_id, pr.storage_class_id "
+                f"FROM {ShipmentLine._meta.db_table} AS sl "
+                f"JOIN {Batch._meta.db_table} AS b ON b.id = sl.batch_id "
+                f"JOIN {Product._meta.db_table} AS pr ON pr.id = b.product_id "
+                "WHERE sl.shipment_id = ANY(%b::bigint[])) AS s "
+                f"JOIN {TemperatureProfile._meta.db_table} AS p "
+                "ON p.storage_class_id = s.storage_class_id AND p.is_active "
+                f"JOIN {ExcursionRule._meta.db_table} AS r ON r.profile_id = p.id AND r.is_active "
+                "ORDER BY s.shipment_id, r.id",
+                [shipment_ids],
+                binary=True,
+            )
+            for shipment_id, *rule in cursor.fetchall():
+                of_shipment[shipment_id].append(_RuleSpec.of(*rule))
+            cursor.execute(  # the window of each pair
+                "SELECT t.shipment_id, t.logger_id, a.starts_at, "  # noqa: S608
+                "coalesce(a.ends_at, sh.received_at) "
+                "FROM unnest(%b::bigint[], %b::bigint[]) AS t(shipment_id, logger_id) "
+                f"JOIN {LoggerAssignment._meta.db_table} AS a "
+                "ON a.shipment_id = t.shipment_id AND a.logger_id = t.logger_id "
+                f"JOIN {Shipment._meta.db_table} AS sh ON sh.id = t.shipment_id",
+                [[pair[0] for pair in pairs], [pair[1] for pair in pairs]],
+                binary=True,
+            )
+            return {
+                (shipment_id, logger_id): (starts_at, ends_at, of_shipment[shipment_id])
+                for shipment_id, logger_id, starts_at, ends_at in cursor.fetchall()
+                if of_shipment.get(shipment_id)
+            }
+    shipment_ids = {pair[0] for pair in pairs}
     classes: dict[int, set[int]] = defaultdict(set)
     for shipment_id, class_id in (
-        ShipmentLine.objects.filter(shipment_id__in=shipment_ids)
+        ShipmentLine.objects.filter(shipment_id__in=shipment_ids, quantity__gt=0)
         .values_list("shipment_id", "batch__product__storage_class_id")
         .distinct()
     ):
         classes[shipment_id].add(class_id)
-    wanted = set().union(*classes.values()) if classes else set()
-    rules_of_class: dict[int, list[ExcursionRule]] = defaultdict(list)
-    for rule in (
+    of_class: dict[int, list[_RuleSpec]] = defaultdict(list)
+    for class_id, *rule in (
         ExcursionRule.objects.filter(
-            is_active=True, profile__is_active=True, profile__storage_class_id__in=wanted
+            is_active=True,
+            profile__is_active=True,
+            profile__storage_class_id__in=set().union(*classes.values()),
         )
-        .select_related("profile")
         .order_by("pk")
+        .values_list(
+            "profile__storage_class_id",
+            "pk",
+            "kind",
+            "direction",
+            "limit_celsius",
+            "delay_minutes",
+            "budget_minutes",
+            "max_interval_minutes",
+            "profile__min_celsius",
+            "profile__max_celsius",
+            "profile__ignore_first_minutes",
+        )
     ):
-        rules_of_class[rule.profile.storage_class_id].append(rule)
-    return {
-        shipment_id: sorted(
-            (rule for class_id in class_ids for rule in rules_of_class[class_id]),
+        of_class[class_id].append(_RuleSpec.of(*rule))
+    wanted = set(pairs)
+    trips = {}
+    for shipment_id, logger_id, starts_at, ends_at, received_at in LoggerAssignment.objects.filter(
+        shipment_id__in=shipment_ids, logger_id__in={pair[1] for pair in pairs}
+    ).values_list("shipment_id", "logger_id", "starts_at", "ends_at", "shipment__received_at"):
+        rules = sorted(
+            (rule for class_id in classes[shipment_id] for rule in of_class[class_id]),
             key=lambda rule: rule.pk,
         )
-        for shipment_id, class_ids in classes.items()
-    }
+        if (shipment_id, logger_id) in wanted and rules:
+            trips[(shipment_id, logger_id)] = (starts_at, ends_at or received_at, rules)
+    return trips
 
 
 def _evaluate_pairs(
@@ -620,32 +862,18 @@ def _evaluate_pairs(
     now: datetime.datetime | None,
     outcome: EvaluationOutcome,
 ) -> None:
-    rules = _rules_by_shipment({shipment_id for (shipment_id, _), _ in pairs})
-    pairs = [(key, moment) for key, moment in pairs if rules.get(key[0])]
+    context = _trips_of([key for key, _ in pairs])
+    pairs = [(key, moment) for key, moment in pairs if key in context]
     if not pairs:
         return
-    windows = {
-        (shipment_id, logger_id): (starts_at, ends_at or received_at)
-        for shipment_id, logger_id, starts_at, ends_at, received_at in (
-            LoggerAssignment.objects.filter(
-                shipment_id__in={key[0] for key, _ in pairs},
-                logger_id__in={key[1] for key, _ in pairs},
-            ).values_list(
-                "shipment_id", "logger_id", "starts_at", "ends_at", "shipment__received_at"
-            )
-        )
-    }
-    pairs = [(key, moment) for key, moment in pairs if key in windows]
-    if not pairs:
-        return
-    keys = [(key[0], key[1], rule.pk) for key, _ in pairs for rule in rules[key[0]]]
+    keys = [(key[0], key[1], rule.pk) for key, _ in pairs for rule in context[key][2]]
     _lock_trips(shipment_id for (shipment_id, _), _ in pairs)  # before reading any state
     stored = _load_states(keys)
     trips = []
     for (shipment_id, logger_id), moment in pairs:
-        starts_at, ends_at = windows[(shipment_id, logger_id)]
+        starts_at, ends_at, rules = context[(shipment_id, logger_id)]
         rule_states = []
-        for rule in rules[shipment_id]:
+        for rule in rules:
             pk, values, full_evaluations, open_excursion_id = stored[
                 (shipment_id, logger_id, rule.pk)
             ]
@@ -653,7 +881,7 @@ def _evaluate_pairs(
                 _RuleState(pk, rule, tuple(values), full_evaluations, open_excursion_id)
             )
         trips.append(_Trip(shipment_id, logger_id, moment, starts_at, ends_at, rule_states))
-    readings = _readings_of(_start_evaluators(trips, now, outcome))
+    readings = _readings_of(_start_evaluators(trips, outcome))
     moment_now = now or clock.now()
     for trip in trips:
         evaluators = [state.evaluator for state in trip.rules]
@@ -690,7 +918,7 @@ def _evaluate_pairs(
 
 
 def _start_evaluators(
-    trips: list[_Trip], now: datetime.datetime | None, outcome: EvaluationOutcome
+    trips: list[_Trip], outcome: EvaluationOutcome
 ) -> dict[tuple[int, int], datetime.datetime]:
     """Give every rule its evaluator, from its stored state or from the first reading; return
     from which measured time each trip's readings must be read."""
@@ -886,7 +1114,7 @@ def _save_states(changed: list[tuple[int, _RuleState, int | None]]) -> None:
     table = EvaluationState._meta.db_table
     moment = timezone.now()
     rows = [
-        (pk, *state.evaluator.state.values(), state.full_evaluations, open_excursion_id, moment)
+        (pk, *state.evaluator.state.values(), state.full_evaluations, open_excursion_id)
         for pk, state, open_excursion_id in changed
     ]
     assignments = ", ".join(f"{name} = v.{name}" for name in _STATE_COLUMNS)
@@ -894,25 +1122,26 @@ def _save_states(changed: list[tuple[int, _RuleState, int | None]]) -> None:
         arrays = ", ".join(f"%b::{kind}[]" for kind in ("bigint", *_STATE_TYPES))
         with ingest.binary_cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} AS s SET {assignments} "  # noqa: S608 - constant names
+                f"UPDATE {table} AS s SET {assignments}, updated_at = %b "  # noqa: S608
                 f"FROM unnest({arrays}) AS v(id, {', '.join(_STATE_COLUMNS)}) WHERE s.id = v.id",
-                [list(column) for column in zip(*rows, strict=True)],
+                [moment, *(list(column) for column in zip(*rows, strict=True))],
                 binary=True,
             )
         return
     with connection.cursor() as cursor:
         ops = connection.ops
         datetimes = {index + 1 for index, kind in enumerate(_STATE_TYPES) if kind == "timestamptz"}
+        stamp = ops.adapt_datetimefield_value(moment)
         cursor.executemany(
             f"UPDATE {table} SET "  # noqa: S608
             + ", ".join(f"{name} = %s" for name in _STATE_COLUMNS)
-            + " WHERE id = %s",
+            + ", updated_at = %s WHERE id = %s",
             [
                 [
                     ops.adapt_datetimefield_value(value) if index in datetimes else value
                     for index, value in enumerate(row)
                 ][1:]
-                + [row[0]]
+                + [stamp, row[0]]
                 for row in rows
             ],
         )
@@ -921,7 +1150,7 @@ def _save_states(changed: list[tuple[int, _RuleState, int | None]]) -> None:
 @dataclass
 class _Plan:
     shipment_id: int
-    rule: ExcursionRule
+    rule: _RuleSpec
     logger_id: int
     creates: list[Finding]
     updates: list[tuple[Excursion, Finding]]
@@ -976,7 +1205,7 @@ def _matches(excursion: Excursion, finding: Finding) -> bool:
 
 def _plan(
     trip: _Trip,
-    rule: ExcursionRule,
+    rule: _RuleSpec,
     evaluator: RuleEvaluator,
     existing: list[Excursion],
     full: bool,
@@ -1072,15 +1301,16 @@ def _apply(plan: _Plan, numbers: list[str], outcome: EvaluationOutcome) -> None:
             outcome.updated += 1
     if plan.creates:
         shipment = Shipment.objects.select_related("order").get(pk=plan.shipment_id)
+        rule = ExcursionRule.objects.get(pk=plan.rule.pk)
     for finding in plan.creates:
         excursion = create_with_reason(
             Excursion,
             actor=system,
-            reason=f"{SYSTEM_REASON}: rule {plan.rule.name!r} ({plan.rule.get_kind_display()})",
+            reason=f"{SYSTEM_REASON}: rule {rule.name!r} ({rule.get_kind_display()})",
             number=numbers.pop(0),
             shipment=shipment,
             logger_id=plan.logger_id,
-            rule=plan.rule,
+            rule=rule,
             kind=finding.kind,
             **_finding_fields(finding),
         )
@@ -1265,3 +1495,106 @@ def _announce(excursion: Excursion, event: str) -> None:
         "logger": excursion.logger.device_id,
     }
     announce(event, payload=payload, partner_ids=[order.seller_id, order.buyer_id])
+    transaction.on_commit(partial(_schedule_qa_notice, excursion.pk, event))
+
+
+def _schedule_qa_notice(excursion_id: int, event: str) -> None:
+    """Hand the QA officers' e-mail to Celery once committed, never raising (the excursion is
+    recorded; a mail server or broker away must not undo or fail the evaluation)."""
+    from .tasks import notify_qa_officers
+
+    try:
+        notify_qa_officers.delay(excursion_id, event)
+    except Exception:
+        logger.exception("QA notice of %s for excursion #%s was not sent", event, excursion_id)
+
+
+QA_NOTICE_SUBJECTS = {
+    "excursion.opened": "Temperature excursion {number} on shipment {shipment}: lots held",
+    "excursion.closed": "Temperature excursion {number} on shipment {shipment}: {status}",
+}
+
+
+def excursion_qa_recipients(excursion: Excursion) -> list[User]:
+    """The active QA officers of the shipment's seller and buyer who have an e-mail address."""
+    order = excursion.shipment.order
+    return list(
+        User.objects.filter(
+            partner_id__in=[order.seller_id, order.buyer_id],
+            role=Role.QA_OFFICER,
+            is_active=True,
+        )
+        .exclude(email="")
+        .select_related("partner")
+        .order_by("partner_id", "username")
+    )
+
+
+def excursion_notify_qa(*, excursion_id: int, event: str) -> int:
+    """E-mail each QA officer of the seller and of the buyer about an excursion opened or
+    closed (EU GDP 9.2: excursions are reported to the distributor and the recipient); one
+    message each, so that no partner sees the other's addresses. Returns how many were sent."""
+    from django.core.mail import get_connection, send_mass_mail
+
+    excursion = (
+        Excursion.objects.select_related("shipment__order", "logger", "rule", "closed_by")
+        .filter(pk=excursion_id)
+        .first()
+    )
+    if excursion is None or event not in QA_NOTICE_SUBJECTS:
+        return 0
+    shipment = excursion.shipment
+    subject = "PharmaDMS: " + QA_NOTICE_SUBJECTS[event].format(
+        number=excursion.number,
+        shipment=shipment.number,
+        status=excursion.get_status_display().lower(),
+    )
+    lots = ", ".join(
+        sorted(
+            {
+                f"{lot} ({product})"
+                for lot, product in shipment.lines.values_list(
+                    "batch__lot_number", "batch__product__name"
+                )
+            }
+        )
+    )
+    lines = [
+        f"Excursion: {excursion.number} ({excursion.get_kind_display()}), rule "
+        f"{excursion.rule.name!r}",
+        f"Status: {excursion.get_status_display()}",
+        f"Shipment: {shipment.number} of order {shipment.order.number}",
+        f"Logger: {excursion.logger.device_id}",
+        f"From {excursion.starts_at:%Y-%m-%d %H:%M} to {excursion.ends_at:%Y-%m-%d %H:%M} UTC"
+        + (" (still going on)" if excursion.is_ongoing else ""),
+        f"Time out of range: {excursion.duration_seconds // 60} min",
+    ]
+    if excursion.peak_celsius is not None:
+        lines.append(f"Peak: {excursion.peak_celsius} °C")
+    lines.append(f"Lots on the shipment: {lots or 'none'}")
+    if excursion.status == ExcursionStatus.CLOSED:
+        lines.append(
+            f"QA disposition: {excursion.get_disposition_display()} by "
+            f"{excursion.closed_by.get_full_name() or excursion.closed_by.username}"
+        )
+    elif excursion.status == ExcursionStatus.WITHDRAWN:
+        lines.append("Readings that arrived late no longer show this excursion.")
+    else:
+        lines.append(
+            "The lots stay held at the buyer's until QA closes the excursion with a signed "
+            "disposition."
+        )
+    messages = [
+        (
+            subject,
+            f"Hello {user.get_full_name() or user.username},\n\n" + "\n".join(lines) + "\n\n"
+            "Sign in to PharmaDMS for the temperature record. You receive this message as a "
+            f"QA officer of {user.partner.name}.\n",
+            None,
+            [user.email],
+        )
+        for user in excursion_qa_recipients(excursion)
+    ]
+    if not messages:
+        return 0
+    return send_mass_mail(messages, connection=get_connection())

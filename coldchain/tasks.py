@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import smtplib
 
 from celery import shared_task
 
@@ -30,3 +31,15 @@ def evaluate_in_transit() -> int:
     stands (catches up an evaluation whose task was lost while the broker was away) and open a
     data-gap excursion for each logger silent for longer than its rule allows."""
     return services.evaluation_sweep()
+
+
+@shared_task(
+    name="coldchain.notify_qa_officers",
+    autoretry_for=(smtplib.SMTPException, OSError),
+    max_retries=3,
+    retry_backoff=60,
+    retry_jitter=True,
+)
+def notify_qa_officers(excursion_id: int, event: str) -> int:
+    """E-mail the seller's and the buyer's QA officers that an excursion opened or closed."""
+    return services.excursion_notify_qa(excursion_id=excursion_id, event=event)

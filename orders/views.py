@@ -5,7 +5,11 @@ target attainment, replenishment and near-expiry lots, for the readers of
 ``orders.analytics`` (sign-in redirect first, then 403 for any other role).
 
 The returns pages `/sales/returns/` (a partner's returns) and `/sales/returns/<id>/` (one
-return; the seller's QA officer disposes of it there under electronic signature)."""
+return; the seller's QA officer disposes of it there under electronic signature).
+
+The shipment pages `/sales/shipments/` and `/sales/shipments/<id>/`: a party's shipments, and
+one with its lines, packages, documents and the panels that apps above orders add to it
+(:data:`SHIPMENT_PANELS`; coldchain adds the temperature record)."""
 
 from __future__ import annotations
 
@@ -22,8 +26,20 @@ from django.views.decorators.http import require_GET, require_http_methods
 from partners.models import Role
 from pharmadms.exceptions import ApplicationError, InvalidInput
 
-from . import analytics, services
-from .models import ReturnDisposition, ReturnRequest, ReturnStatus
+from . import analytics, selectors, services
+from .models import ReturnDisposition, ReturnRequest, ReturnStatus, Shipment
+
+# Templates that apps above orders add to the shipment page, each rendered with ``shipment`` in
+# its context (orders never imports them). Registered in their AppConfig.ready():
+# - coldchain: "coldchain/_shipment_panel.html", the shipment's temperature record.
+SHIPMENT_PANELS: list[str] = []
+SHIPMENT_PAGE_SIZE = 100
+
+
+def register_shipment_panel(template_name: str) -> None:
+    if template_name not in SHIPMENT_PANELS:
+        SHIPMENT_PANELS.append(template_name)
+
 
 CHART_WIDTH, CHART_HEIGHT = 640, 220
 PLOT = {"left": 56, "right": 12, "top": 12, "bottom": 40}
@@ -260,4 +276,49 @@ def return_detail(request, pk: int):
             "error": error,
         },
         status=200 if error is None else 409,
+    )
+
+
+@require_GET
+@login_required
+def shipments(request):
+    """The latest shipments the user's partner sends or receives (regulators: all)."""
+    visible = (
+        selectors.shipments_visible_to(request.user)
+        .select_related("order__buyer", "order__seller")
+        .order_by("-created_at", "-pk")
+    )
+    status = request.GET.get("status", "")
+    if status:
+        visible = visible.filter(status=status)
+    return render(
+        request,
+        "orders/shipments.html",
+        {
+            "shipments": visible[:SHIPMENT_PAGE_SIZE],
+            "status": status,
+            "statuses": Shipment._meta.get_field("status").choices,
+        },
+    )
+
+
+@require_GET
+@login_required
+def shipment_detail(request, pk: int):
+    """One shipment for its parties and regulators (anyone else: 404)."""
+    shipment = get_object_or_404(
+        selectors.shipments_visible_to(request.user).select_related(
+            "order__buyer", "order__seller", "from_site", "to_site"
+        ),
+        pk=pk,
+    )
+    return render(
+        request,
+        "orders/shipment_detail.html",
+        {
+            "shipment": shipment,
+            "lines": shipment.lines.select_related("batch__product").order_by("pk"),
+            "packages": shipment.packages.order_by("pk"),
+            "panels": SHIPMENT_PANELS,
+        },
     )

@@ -15,13 +15,17 @@ from batches.label_api import BatchLabelPdfView, BatchLabelPngView
 from batches.scan_views import ScanDecodeView
 from coldchain.api import (
     BatchReadingsView,
+    BatchTemperatureView,
+    ExcursionRuleViewSet,
     ExcursionViewSet,
+    LoggerAssignmentViewSet,
     LoggerViewSet,
     OrderReadingsView,
     ShipmentChartView,
     ShipmentReadingsView,
     ShipmentSensorEpcisView,
     ShipmentTemperatureView,
+    TemperatureProfileViewSet,
 )
 from integrations.api import WebhookEndpointViewSet
 from orders.analytics_api import (
@@ -55,6 +59,9 @@ router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
 router.register("scans", ScanViewSet, basename="scan")
 router.register("loggers", LoggerViewSet, basename="logger")
 router.register("excursions", ExcursionViewSet, basename="excursion")
+router.register("logger-assignments", LoggerAssignmentViewSet, basename="loggerassignment")
+router.register("temperature-profiles", TemperatureProfileViewSet, basename="temperatureprofile")
+router.register("excursion-rules", ExcursionRuleViewSet, basename="excursionrule")
 router.register("recalls", RecallViewSet, basename="recall")
 
 urlpatterns = [
@@ -74,6 +81,7 @@ urlpatterns = [
     path("shipments/<int:pk>/readings/", ShipmentReadingsView.as_view(), name="shipment-readings"),
     path("orders/<int:pk>/readings/", OrderReadingsView.as_view(), name="order-readings"),
     path("batches/<int:pk>/readings/", BatchReadingsView.as_view(), name="batch-readings"),
+    path("batches/<int:pk>/mkt/", BatchTemperatureView.as_view(), name="batch-mkt"),
     # The trace of a lot (recalls/api.py).
     path("batches/<int:batch_id>/trace/", TraceView.as_view(), name="batch-trace"),
     path(
