@@ -9,14 +9,13 @@ the run and dropped after it, like bench/ledger.py.
 The write is the smallest regulated change there is: one partner's phone number, through
 ``audit.history.save_with_reason(partner, actor=..., reason=..., update_fields=["contact_phone"])``,
 each its own transaction. With history and seal, that is: validation, the UPDATE, the
-django-simple-history INSERT of the new version, and the chain append that seals it (lock the
-chain head, INSERT the entry, UPDATE the head), all committed together.
+django-simple-history version and the chain entry that seals it (written together by
+``audit.chain.insert_history_row``), all committed together.
 
 The bare write is the SAME call with django-simple-history switched off
 (``settings.SIMPLE_HISTORY_ENABLED = False``, only while the bare side is timed): the same
 validation, the same ORM UPDATE of the same row, the same transaction (``RegulatedModel.save``
-opens it) through the same connection, but no history row and so no seal (the seal hangs off the
-history row's signal). So the ratio prices exactly what history and seal add, nothing else. For
+opens it) through the same connection, but no history row and so no seal. So the ratio prices exactly what history and seal add, nothing else. For
 scale, the script also prints the floor below both: the same UPDATE as one SQL statement in its
 own transaction, without the ORM (not part of the ratio: it also drops validation and the ORM).
 
