@@ -15,9 +15,10 @@ django-simple-history version and the chain entry that seals it (written togethe
 The bare write is the SAME call with django-simple-history switched off
 (``settings.SIMPLE_HISTORY_ENABLED = False``, only while the bare side is timed): the same
 validation, the same ORM UPDATE of the same row, the same transaction (``RegulatedModel.save``
-opens it) through the same connection, but no history row and so no seal. So the ratio prices exactly what history and seal add, nothing else. For
-scale, the script also prints the floor below both: the same UPDATE as one SQL statement in its
-own transaction, without the ORM (not part of the ratio: it also drops validation and the ORM).
+opens it) through the same connection, but no history row and so no seal. So the ratio prices
+exactly what history and seal add, nothing else. For scale, the script also prints the floor
+below both: the same UPDATE as one SQL statement in its own transaction, without the ORM (not
+part of the ratio: it also drops validation and the ORM).
 
 The three alternate in slices of 100 so a busy machine slows them alike; the medians of the
 rounds give the rates. The goal is a ratio of at least 0.5 (history and seal cost no more than 2x).
