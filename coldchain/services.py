@@ -30,6 +30,7 @@ from audit.models import Signature, SignatureMeaning
 from audit.services import signature_apply, signature_verify_password
 from batches.models import Batch, Product, StorageClass
 from orders.models import Shipment, ShipmentLine, ShipmentStatus
+from orders.signals import announce
 from partners.models import Partner, Role, User
 from partners.services import system_account
 from pharmadms import clock
@@ -55,7 +56,6 @@ from .models import (
     RuleKind,
     TemperatureProfile,
 )
-from .signals import announce
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ from batches.models import (
 from partners.models import Location, LocationKind, Partner, PartnerKind, Role, Site, User
 from pharmadms import clock
 from pharmadms.exceptions import InvalidInput, NotFound, NotPermitted, RuleViolation
+from pharmadms.lifecycle import require_transition
 from pharmadms.permissions import require_role
 
 from .models import (
@@ -342,11 +343,7 @@ def _line_quantity(value: Any) -> int:
 
 
 def _transition(order: Order, target: str) -> None:
-    if target not in ORDER_TRANSITIONS.get(order.status, frozenset()):
-        raise RuleViolation(
-            f"order {order.number} is {order.status}: it cannot become {target}",
-            code="invalid_transition",
-        )
+    require_transition(f"order {order.number}", order.status, target, ORDER_TRANSITIONS)
 
 
 @transaction.atomic
@@ -761,11 +758,7 @@ RECEIVE_ROLES = (Role.WAREHOUSE_OPERATOR, Role.PARTNER_USER, Role.ADMIN)
 
 
 def _shipment_transition(shipment: Shipment, target: str) -> None:
-    if target not in SHIPMENT_TRANSITIONS.get(shipment.status, frozenset()):
-        raise RuleViolation(
-            f"shipment {shipment.number} is {shipment.status}: it cannot become {target}",
-            code="invalid_transition",
-        )
+    require_transition(f"shipment {shipment.number}", shipment.status, target, SHIPMENT_TRANSITIONS)
 
 
 def _lock_shipment(shipment: Shipment) -> Shipment:
@@ -1705,11 +1698,7 @@ RETURN_SOURCE_KINDS = frozenset(
 
 
 def _return_transition(ret: ReturnRequest, target: str) -> None:
-    if target not in RETURN_TRANSITIONS.get(ret.status, frozenset()):
-        raise RuleViolation(
-            f"return {ret.number} is {ret.status}: it cannot become {target}",
-            code="invalid_transition",
-        )
+    require_transition(f"return {ret.number}", ret.status, target, RETURN_TRANSITIONS)
 
 
 def _lock_return(ret: ReturnRequest) -> ReturnRequest:

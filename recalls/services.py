@@ -45,6 +45,7 @@ from partners.models import Partner, PartnerKind, Role, User
 from partners.services import system_account
 from pharmadms import clock
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
+from pharmadms.lifecycle import require_transition
 from pharmadms.permissions import require_role
 
 from . import selectors
@@ -723,11 +724,7 @@ def recall_acknowledge(
 
 
 def _transition(recall: Recall, target: str) -> None:
-    if target not in RECALL_TRANSITIONS.get(recall.status, frozenset()):
-        raise RuleViolation(
-            f"recall {recall.number} is {recall.status}: it cannot become {target}",
-            code="invalid_transition",
-        )
+    require_transition(f"recall {recall.number}", recall.status, target, RECALL_TRANSITIONS)
 
 
 def _unaccounted(recall: Recall) -> int:
