@@ -151,9 +151,12 @@ def content_hash_over(row: models.Model, digest: str) -> str | None:
         return None
 
 
+def _canonical_json(content: Any) -> str:
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def content_hash(content: Any) -> str:
-    encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(encoded.encode()).hexdigest()
+    return hashlib.sha256(_canonical_json(content).encode()).hexdigest()
 
 
 # What the entry hash covers besides the link (previous hash and sequence): everything but the
@@ -165,22 +168,28 @@ _BODY = tuple(
 )
 
 
-def _body_hash(values: dict[str, Any]) -> str:
+def _body_text(values: dict[str, Any]) -> str:
     body = {name: values[name] for name in _BODY}
     body["occurred_at"] = _canonical_value(None, body["occurred_at"])
-    return content_hash(body)
+    return _canonical_json(body)
+
+
+def _body_hash(values: dict[str, Any]) -> str:
+    return hashlib.sha256(_body_text(values).encode()).hexdigest()
 
 
 def link_hash(previous_hash: str, sequence: int, body_hash: str) -> str:
-    """The entry hash: SHA-256 of ``previous|sequence|body``; LINK_HASH_SQL computes the same."""
+    """The entry hash: SHA-256 of ``previous|sequence|body``; link_hash_sql() computes the same."""
     return hashlib.sha256(f"{previous_hash}|{sequence}|{body_hash}".encode()).hexdigest()
 
 
-# link_hash() in PostgreSQL, over the head row being advanced (old values, as SET sees them).
-LINK_HASH_SQL = (
-    "encode(sha256(convert_to({table}.head_hash || '|' || ({table}.sequence + 1)::text"
-    " || '|' || %s, 'UTF8')), 'hex')"
-)
+def _sha256_sql(text: str) -> str:
+    return f"encode(sha256(convert_to({text}, 'UTF8')), 'hex')"
+
+
+def link_hash_sql(previous_hash: str, sequence: str, body_hash: str) -> str:
+    """link_hash() in PostgreSQL, over three SQL expressions."""
+    return _sha256_sql(f"{previous_hash} || '|' || ({sequence})::text || '|' || {body_hash}")
 
 
 def _entry_hash(values: dict[str, Any]) -> str:
@@ -242,7 +251,7 @@ def _insert_entry(cursor, row: list, entry_hash: str, *, before: tuple[str, list
         )
 
 
-def _entry_row(
+def _entry_values(
     *,
     sequence: int,
     previous_hash: str,
@@ -257,9 +266,9 @@ def _entry_row(
     content: Any,
     payload: Any = None,
     column_set: str = "",
-) -> tuple[list, str, str]:
-    """The entry's column values, in _COLUMNS order, its hash, and the hash of its body."""
-    values: dict[str, Any] = {
+) -> dict[str, Any]:
+    """The entry's values but its hash, by column."""
+    return {
         "sequence": sequence,
         "source": source,
         "record_id": record_id,
@@ -276,12 +285,24 @@ def _entry_row(
         "column_set": column_set,
         "previous_hash": previous_hash,
     }
-    body_hash = _body_hash(values)
-    entry_hash = values["entry_hash"] = link_hash(previous_hash, sequence, body_hash)
-    row = [values[name] for name in _COLUMNS]
-    row[_COLUMNS.index("occurred_at")] = connection.ops.adapt_datetimefield_value(occurred_at)
+
+
+def _entry_params(values: dict[str, Any]) -> list:
+    """The entry's values as parameters of its INSERT, in _COLUMNS order."""
+    row = [values.get(name) for name in _COLUMNS]
+    row[_COLUMNS.index("occurred_at")] = connection.ops.adapt_datetimefield_value(
+        values["occurred_at"]
+    )
+    payload = values["payload"]
     row[_COLUMNS.index("payload")] = None if payload is None else json.dumps(payload)
-    return row, entry_hash, body_hash
+    return row
+
+
+def _entry_row(**seal: Any) -> tuple[list, str]:
+    """The entry's INSERT parameters, in _COLUMNS order, and its hash (_entry_values' arguments)."""
+    values = _entry_values(**seal)
+    entry_hash = values["entry_hash"] = _entry_hash(values)
+    return _entry_params(values), entry_hash
 
 
 def _in_transaction():
@@ -313,7 +334,7 @@ def append(
     """
     with _in_transaction(), connection.cursor() as cursor:
         sequence, previous_hash = head or _advance_head(cursor)
-        row, entry_hash, _ = _entry_row(
+        row, entry_hash = _entry_row(
             sequence=sequence,
             previous_hash=previous_hash,
             source=source,
@@ -356,10 +377,14 @@ def seal_history_row(history_row: models.Model) -> int:
     return append(**_history_seal(history_row))
 
 
-class _HistoryInsert:
-    """The statements that write one history model's rows with their seal, built once."""
+class _SealedInsert:
+    """The statements that write one model's rows with their seal, built once per model.
 
-    def __init__(self, model: type[models.Model]) -> None:
+    ``own_record``: the row is its own record (a scan): the entry's object is the row itself,
+    whose id the database draws in the same statement.
+    """
+
+    def __init__(self, model: type[models.Model], *, own_record: bool) -> None:
         qn = connection.ops.quote_name
         meta = model._meta
         self.pk = meta.pk
@@ -370,34 +395,52 @@ class _HistoryInsert:
             f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608
             f" RETURNING {qn(self.pk.column)}"
         )
+        self.own_record = own_record
+        self.taken_in_sql = _TAKEN_IN_SQL | ({"object_id"} if own_record else set())
         self.sealed_sql = self._sealed_sql() if connection.vendor == "postgresql" else ""
 
     def _sealed_sql(self) -> str:
-        """PostgreSQL: advance the head, write the row and its entry, in one statement.
+        """PostgreSQL: write the row, advance the head and write the row's entry, in one
+        statement.
 
         The head is advanced by an upsert (a flushed database has no head row yet) whose SET
         sees the newest committed head under its row lock, and computes the entry hash there
-        (LINK_HASH_SQL), so nothing has to come back to Python in between. The entry is built
-        from what the head and the row's INSERT return."""
+        (link_hash_sql), so nothing has to come back to Python in between. The entry is built
+        from what the head and the row's INSERT return. The row is written first, so the head
+        stays locked only for the rest of the statement's transaction. For a row that is its own
+        record the entry's body names the row's id: its canonical text comes in the two parts
+        around the id, and is hashed here."""
         qn = connection.ops.quote_name
         entry_fields = {f.column: f for f in AuditEntry._meta.concrete_fields}
+        row_id = f"row_written.{qn(self.pk.column)}"
         taken = {
             "sequence": "head.sequence",
-            "record_id": f"row_written.{qn(self.pk.column)}",
+            "record_id": row_id,
+            "object_id": f"CAST({row_id} AS text)",
             "previous_hash": "head.previous_hash",
             "entry_hash": "head.head_hash",
         }
         select = ", ".join(
-            taken.get(name) or f"CAST(%s AS {entry_fields[name].db_type(connection)})"
+            taken[name]
+            if name in self.taken_in_sql
+            else f"CAST(%s AS {entry_fields[name].db_type(connection)})"
             for name in _COLUMNS
         )
-        link = LINK_HASH_SQL.format(table="h")
+        body = (
+            _sha256_sql(f"CAST(%s AS text) || {row_id}::text || CAST(%s AS text)")
+            if self.own_record
+            else "CAST(%s AS text)"
+        )
+        first_link = link_hash_sql(f"'{GENESIS}'", "1", "body.hash")
+        link = link_hash_sql("h.head_hash", "h.sequence + 1", "(SELECT hash FROM body)")
         return (
-            f"WITH head AS (INSERT INTO {_HEAD} AS h (id, sequence, previous_hash, head_hash)"  # noqa: S608
-            " VALUES (1, 1, %s, %s) ON CONFLICT (id) DO UPDATE SET sequence = h.sequence + 1,"
+            f"WITH row_written AS ({self.sql}),"  # noqa: S608 - fixed names
+            f" body AS (SELECT {body} AS hash FROM row_written),"
+            f" head AS (INSERT INTO {_HEAD} AS h (id, sequence, previous_hash, head_hash)"
+            f" SELECT 1, 1, '{GENESIS}', {first_link} FROM body"
+            " ON CONFLICT (id) DO UPDATE SET sequence = h.sequence + 1,"
             f" previous_hash = h.head_hash, head_hash = {link}"
-            " RETURNING sequence, previous_hash, head_hash),"
-            f" row_written AS ({self.sql})"
+            " RETURNING sequence, previous_hash, head_hash)"
             f" INSERT INTO {_ENTRIES} ({', '.join(_COLUMNS)}) SELECT {select}"
             " FROM head, row_written RETURNING sequence, record_id"
         )
@@ -405,49 +448,102 @@ class _HistoryInsert:
     def params(self, row: models.Model) -> list:
         return [f.get_db_prep_save(f.pre_save(row, True), connection) for f in self.fields]
 
+    def write(self, row: models.Model, seal: dict[str, Any]) -> int:
+        """Write ``row`` and its seal (append()'s arguments but the record id, and for a row
+        that is its own record the object id); returns the sequence."""
+        if self.sealed_sql:  # one statement: a transaction of its own when called bare
+            with connection.cursor() as cursor:
+                sequence, row.pk = self._write_in_one(cursor, row, seal)
+        else:
+            with _in_transaction(), connection.cursor() as cursor:
+                cursor.execute(self.sql, self.params(row))
+                row.pk = cursor.fetchone()[0]
+                sequence, previous_hash = _advance_head(cursor)
+                own = {"object_id": row.pk} if self.own_record else {}
+                values, entry_hash = _entry_row(
+                    sequence=sequence,
+                    previous_hash=previous_hash,
+                    **{**seal, **own, "record_id": row.pk},
+                )
+                _insert_entry(cursor, values, entry_hash)
+        row._state.adding = False
+        row._state.db = connection.alias
+        return sequence
 
-_history_inserts: dict[type[models.Model], _HistoryInsert] = {}
+    def _write_in_one(self, cursor, row: models.Model, seal: dict[str, Any]) -> tuple[int, int]:
+        # Sequence, link and ids are the database's to fill in; the body is ours.
+        mark = f"\ue000{uuid.uuid4().hex}\ue001"  # where the row's id goes in the body's text
+        if self.own_record:
+            seal = {**seal, "object_id": mark}
+        values = _entry_values(sequence=0, previous_hash=GENESIS, record_id=None, **seal)
+        text = _body_text(values)
+        if self.own_record:
+            before, after = text.split(mark)
+            body_params = [before, after]
+        else:
+            body_params = [hashlib.sha256(text.encode()).hexdigest()]
+        constants = [
+            value
+            for name, value in zip(_COLUMNS, _entry_params(values), strict=True)
+            if name not in self.taken_in_sql
+        ]
+        cursor.execute(self.sealed_sql, [*self.params(row), *body_params, *constants])
+        return cursor.fetchone()
+
+
+_sealed_inserts: dict[tuple[type[models.Model], bool], _SealedInsert] = {}
 _TAKEN_IN_SQL = frozenset({"sequence", "record_id", "previous_hash", "entry_hash"})
+
+
+def _sealed_insert(model: type[models.Model], *, own_record: bool) -> _SealedInsert:
+    insert = _sealed_inserts.get((model, own_record))
+    if insert is None:
+        insert = _sealed_inserts[model, own_record] = _SealedInsert(model, own_record=own_record)
+    return insert
 
 
 def insert_history_row(history_row: models.Model) -> int:
     """Write a new django-simple-history row and its seal together; returns the sequence.
 
     What ``history_row.save()`` followed by :func:`seal_history_row` does, in fewer round trips:
-    on PostgreSQL one statement (see ``_HistoryInsert._sealed_sql``), on SQLite four cheap
+    on PostgreSQL one statement (see ``_SealedInsert._sealed_sql``), on SQLite four cheap
     ones. The row is written exactly as the ORM would write it (each field's
     ``get_db_prep_save``) and sealed with the same content and the same hashes, so ``verify``
     cannot tell the paths apart. The historical model's own pre_save/post_save signals are not
     sent (nothing in the project listens to them; django-simple-history's signals are).
     """
-    model = type(history_row)
-    insert = _history_inserts.get(model)
-    if insert is None:
-        insert = _history_inserts[model] = _HistoryInsert(model)
-    seal = _history_seal(history_row)  # the row's key is not part of it: drawn below
-    with _in_transaction(), connection.cursor() as cursor:
-        if insert.sealed_sql:
-            # Sequence, link and record id are the database's to fill in; the body is ours.
-            row, _, body = _entry_row(sequence=0, previous_hash=GENESIS, **seal)
-            constants = [v for n, v in zip(_COLUMNS, row, strict=True) if n not in _TAKEN_IN_SQL]
-            first_link = link_hash(GENESIS, 1, body)  # when the chain starts with this entry
-            params = [GENESIS, first_link, body, *insert.params(history_row), *constants]
-            cursor.execute(insert.sealed_sql, params)
-            sequence, history_row.pk = cursor.fetchone()
-        else:
-            cursor.execute(insert.sql, insert.params(history_row))
-            history_row.pk = cursor.fetchone()[0]
-            sequence, previous_hash = _advance_head(cursor)
-            row, entry_hash, _ = _entry_row(
-                sequence=sequence,
-                previous_hash=previous_hash,
-                **{**seal, "record_id": history_row.pk},
-            )
-            _insert_entry(cursor, row, entry_hash)
-    history_row._state.adding = False
-    history_row._state.db = connection.alias
+    seal = _history_seal(history_row)  # the row's key is not part of it: drawn by the INSERT
+    del seal["record_id"]
+    sequence = _sealed_insert(type(history_row), own_record=False).write(history_row, seal)
     history_row._sealed = True
     return sequence
+
+
+def insert_sealed_row(
+    row: models.Model, *, action: str, user: Any, occurred_at: datetime.datetime, reason: str
+) -> int:
+    """Write a new append-only row that is its own record (a scan) and its seal together;
+    returns the sequence.
+
+    What ``row.save()`` followed by :func:`seal_row` does, with the same content and hashes: on
+    PostgreSQL in one statement, so that outside a transaction the row and its seal commit in
+    one round trip; on SQLite in four. The model's pre_save/post_save signals are not sent: the
+    row has no history of its own (it never changes) and nothing listens to them.
+    """
+    model = type(row)
+    return _sealed_insert(model, own_record=True).write(
+        row,
+        {
+            "source": model._meta.label_lower,
+            "object_model": model._meta.label_lower,
+            "action": action,
+            "user": user,
+            "occurred_at": occurred_at,
+            "reason": reason,
+            "content": row_content(row),
+            "column_set": column_set(model)[0],
+        },
+    )
 
 
 def seal_row(

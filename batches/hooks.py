@@ -17,20 +17,21 @@ a list of ``Hold``; it only reads. Registered here:
 
 **Gates.** Almost every lot asked about is held by nothing, yet each check costs a query of its
 own (joins, DISTINCT, ordering, the texts of its holds) and, in Python, the ORM's work of
-building it. A check may therefore be registered with a *gate*: ``gate(batch_id, location)``
-returns a queryset that has a row whenever the check could find a hold — a cheap superset of the
-check (same tables, no ordering, no DISTINCT, no texts). ``lot_holds`` reads every gate in one
-statement (``SELECT EXISTS (…), EXISTS (…)``) and asks only the checks whose gate found a row; a
-check registered without a gate is always asked. For example::
+building it. A check may therefore be registered with a *gate*: ``gate(batch_id)`` returns a
+queryset that has a row whenever the check could find a hold on the lot anywhere — a cheap
+superset of the check (same tables, no ordering, no DISTINCT, no texts). ``lot_holds`` reads
+every gate in one statement (``SELECT EXISTS (…), EXISTS (…)``) and asks only the checks whose
+gate found a row; a check registered without a gate is always asked. For example::
 
     hooks.register_hold_check(
         recall_holds,
-        gate=lambda batch_id, location: RecallLot.objects.filter(
-            batch_id=batch_id, recall__is_drill=False
-        ),
+        gate=lambda batch_id: RecallLot.objects.filter(batch_id=batch_id, recall__is_drill=False),
     )
 
 A gate must never be narrower than its check: where it finds no row, the check is not asked.
+Gates are on the path of every scan, so each is built once per connection and then only run
+(pharmadms.prepared): a gate's query has the same shape for every lot, and compares
+``batch_id`` as it is.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from django.db import connections
+from django.db import connection
+
+from pharmadms.prepared import PreparedQuery
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -55,11 +58,12 @@ class Hold(NamedTuple):
 
 
 HoldCheck = Callable[["Batch", "Location | None"], list[Hold]]
-# (the lot's id, location or None) -> a queryset with a row whenever the check may hold
-HoldGate = Callable[[int, "Location | None"], "QuerySet"]
+# the lot's id -> a queryset with a row whenever the check may hold the lot
+HoldGate = Callable[[int], "QuerySet"]
 
 _checks: list[HoldCheck] = []
 _gates: dict[HoldCheck, HoldGate] = {}
+_prepared: dict[HoldGate, PreparedQuery] = {}
 
 
 def register_hold_check(check: HoldCheck, *, gate: HoldGate | None = None) -> None:
@@ -76,7 +80,7 @@ def lot_holds(batch: Batch, location: Location | None = None) -> list[Hold]:
     are read first, all in one statement, and a gated check whose gate found no row is not
     asked."""
     checks = list(_checks)
-    closed = _closed_gates(batch, location, [check for check in checks if check in _gates])
+    closed = _closed_gates(batch, [check for check in checks if check in _gates])
     holds: list[Hold] = []
     for check in checks:
         if check not in closed:  # a closed gate: the check would find nothing
@@ -84,22 +88,26 @@ def lot_holds(batch: Batch, location: Location | None = None) -> list[Hold]:
     return holds
 
 
-def _closed_gates(
-    batch: Batch, location: Location | None, gated: list[HoldCheck]
-) -> set[HoldCheck]:
+def _closed_gates(batch: Batch, gated: list[HoldCheck]) -> set[HoldCheck]:
     """The gated checks whose gate finds no row for ``batch`` here."""
     if not gated or batch.pk is None:
         return set()
-    parts, params, using = [], [], None
+    parts, params = [], []
     for check in gated:
-        queryset = _gates[check](batch.pk, location).order_by().values("pk")
-        # elide_empty=False: a gate that can find nothing (``.none()``) reads as WHERE 0 = 1.
-        compiler = queryset.query.get_compiler(using=queryset.db, elide_empty=False)
-        sql, gate_params = compiler.as_sql()
+        sql, gate_params = _prepared_gate(_gates[check]).statement(batch_id=batch.pk)
         parts.append(f"EXISTS ({sql})")
         params.extend(gate_params)
-        using = queryset.db
-    with connections[using].cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(f"SELECT {', '.join(parts)}", params)
         found = cursor.fetchone()
     return {check for check, open_ in zip(gated, found, strict=True) if not open_}
+
+
+def _prepared_gate(gate: HoldGate) -> PreparedQuery:
+    prepared = _prepared.get(gate)
+    if prepared is None:
+        # A gate that can find nothing (``.none()``) reads as WHERE 0 = 1 (elide_empty=False).
+        prepared = _prepared[gate] = PreparedQuery(
+            lambda batch_id: gate(batch_id).order_by().values("pk"), batch_id=int
+        )
+    return prepared

@@ -33,6 +33,7 @@ Which checks apply to which action:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 from collections.abc import Callable, Mapping
@@ -49,6 +50,7 @@ from partners.models import Location, LocationKind, Role, User
 from pharmadms import clock
 from pharmadms.exceptions import ApplicationError, InvalidInput, NotFound, RuleViolation
 from pharmadms.permissions import require_role
+from pharmadms.prepared import PreparedQuery
 
 from . import gs1, hooks, services
 from .models import (
@@ -129,6 +131,12 @@ class ScanContext:
     @property
     def serial_number(self) -> str | None:
         return self.reading.serial
+
+    @property
+    def writes(self) -> bool:
+        """Whether the action writes more than the scan's record: every action but a verify
+        that decommissions nothing."""
+        return self.action != ScanAction.VERIFY or bool(self.decommission)
 
     @property
     def units(self) -> int:
@@ -226,28 +234,65 @@ def identify(ctx: ScanContext) -> list[Reason]:
     return reasons
 
 
+# The scan's reads, built once (pharmadms.prepared): on the scan path, building a query with
+# the ORM cost several times what running it does.
+_LOT = PreparedQuery(
+    lambda gtin, lot: (
+        Batch.objects.select_related("product")
+        .filter(product__gtin=gtin, lot_number=lot)
+        .order_by()[:1]
+    ),  # one at most: (product, lot) is unique
+    gtin=str,
+    lot=str,
+)
+_LOT_AND_PACK = PreparedQuery(
+    lambda gtin, lot, serial: (
+        Batch.objects.select_related("product")
+        .filter(product__gtin=gtin, lot_number=lot)
+        .annotate(
+            scanned_pack=FilteredRelation("serials", condition=Q(serials__serial_number=serial))
+        )
+        .select_related("scanned_pack")
+        .order_by()[:1]
+    ),
+    gtin=str,
+    lot=str,
+    serial=str,
+)
+_PRODUCT = PreparedQuery(lambda gtin: Product.objects.filter(gtin=gtin).order_by()[:1], gtin=str)
+_LOCATION = PreparedQuery(
+    lambda location_id: Location.objects.select_related("site__partner").filter(
+        pk=location_id, is_active=True
+    ),
+    location_id=int,
+)
+_PARTNER_LOCATION = PreparedQuery(
+    lambda location_id, partner_id: Location.objects.select_related("site__partner").filter(
+        pk=location_id, is_active=True, site__partner_id=partner_id
+    ),
+    location_id=int,
+    partner_id=int,
+)
+
+
 def _scanned_lot(ctx: ScanContext) -> Batch | None:
     """The lot the code names, with its product and the scanned pack (``scanned_pack``: the
     serial, or None), in one query."""
     reading = ctx.reading
-    lots = Batch.objects.select_related("product").filter(
-        product__gtin=reading.gtin, lot_number=reading.lot
-    )
-    if reading.serial:
-        lots = lots.annotate(
-            scanned_pack=FilteredRelation(
-                "serials", condition=Q(serials__serial_number=reading.serial)
-            )
-        ).select_related("scanned_pack")
-    batch = next(iter(lots.order_by()[:1]), None)  # one at most: (product, lot) is unique
+    if not reading.serial:
+        batch = _LOT.first(gtin=reading.gtin, lot=reading.lot)
+        if batch is not None:
+            batch.scanned_pack = None
+        return batch
+    batch = _LOT_AND_PACK.first(gtin=reading.gtin, lot=reading.lot, serial=reading.serial)
     if batch is not None:
         # The outer join sets no attribute when the lot has no such pack.
-        batch.scanned_pack = getattr(batch, "scanned_pack", None) if reading.serial else None
+        batch.scanned_pack = getattr(batch, "scanned_pack", None)
     return batch
 
 
 def _product(gtin: str) -> Product | None:
-    return Product.objects.filter(gtin=gtin).order_by().first()
+    return _PRODUCT.first(gtin=gtin)
 
 
 def lot_reasons(ctx: ScanContext) -> list[Reason]:
@@ -464,10 +509,14 @@ def scan_location(actor: User, location_id: Any) -> Location:
     """The scan's location, among the actor's partner's (another partner's: not found)."""
     if isinstance(location_id, Location):
         location_id = location_id.pk
-    locations = Location.objects.select_related("site__partner")
-    if not actor.is_superuser:
-        locations = locations.filter(site__partner_id=actor.partner_id)
-    location = locations.filter(pk=location_id, is_active=True).order_by().first()
+    if type(location_id) is not int:
+        raise NotFound("no such location", code="unknown_location")
+    if actor.is_superuser:
+        location = _LOCATION.first(location_id=location_id)
+    elif actor.partner_id is None:
+        location = None
+    else:
+        location = _PARTNER_LOCATION.first(location_id=location_id, partner_id=actor.partner_id)
     if location is None:
         raise NotFound("no such location", code="unknown_location")
     return location
@@ -572,22 +621,23 @@ def _first_answer(
 
 
 def _scan(ctx: ScanContext, code: str, handler: Handler | None) -> ScanRecord:
-    """Check and act in one transaction, recorded in it; an action that refuses undoes the
-    whole transaction (no savepoint around the action: the accepted scan, by far the most
-    frequent, pays none) and its refusal is recorded alone, in a transaction of its own."""
-    warnings_before = serial_before = None
+    """Check, act and record. The checks only read. A scan they refuse, or whose action writes
+    nothing (a verify that decommissions nothing), writes its record alone: one statement on
+    PostgreSQL, with no transaction around it. An action that writes runs in one transaction
+    with its record; when it refuses, the transaction undoes everything it wrote (no savepoint
+    around the action: the accepted scan, by far the most frequent, pays none) and the refusal
+    is recorded alone."""
+    reasons = identify(ctx)
+    if not reasons:
+        reasons = lot_reasons(ctx) + serial_reasons(ctx)
+    if not reasons and handler is None:
+        reasons = [Reason("action_unavailable", f"{ctx.action} scans are not available here")]
+    if reasons:
+        with _alone():
+            return scan_record_create(ctx, code=code, reasons=reasons, outcome={})
+    warnings_before, serial_before = len(ctx.warnings), ctx.serial
     try:
-        with transaction.atomic():
-            reasons = identify(ctx)
-            if not reasons:
-                reasons = lot_reasons(ctx) + serial_reasons(ctx)
-            if not reasons and handler is None:
-                reasons = [
-                    Reason("action_unavailable", f"{ctx.action} scans are not available here")
-                ]
-            if reasons:
-                return scan_record_create(ctx, code=code, reasons=reasons, outcome={})
-            warnings_before, serial_before = len(ctx.warnings), ctx.serial
+        with transaction.atomic() if ctx.writes else _alone():
             try:
                 outcome = handler(ctx)
             except ScanRefused as refusal:
@@ -599,46 +649,26 @@ def _scan(ctx: ScanContext, code: str, handler: Handler | None) -> ScanRecord:
         # What the undone action said or wrote no longer holds.
         del ctx.warnings[warnings_before:]
         ctx.serial = serial_before
-        with transaction.atomic():
+        with _alone():
             return scan_record_create(ctx, code=code, reasons=refused.reasons, outcome={})
+
+
+def _alone():
+    """Where a scan writes its record alone: bare, outside a transaction (the record is one
+    statement); in a savepoint inside a caller's transaction, so that a repeated scan_id
+    refused by the record's unique key undoes only the scan."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
 def _sha256(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class _RecordInsert:
-    """The INSERT of a scan record as the ORM writes it (each field's ``get_db_prep_save``),
-    built once; on PostgreSQL it also takes the audit chain's head for the record's seal
-    (chain.ADVANCE_HEAD folded in, as stock_post_move does), in the same round trip."""
-
-    def __init__(self) -> None:
-        qn = connection.ops.quote_name
-        meta = ScanRecord._meta
-        self.fields = [f for f in meta.concrete_fields if f is not meta.pk]
-        self.sql = (
-            f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in self.fields)})"  # noqa: S608 - fixed names
-            f" VALUES ({', '.join(['%s'] * len(self.fields))}) RETURNING {qn(meta.pk.column)}"
-        )
-        # The record first, then the head (the outer side of the join): a scan_id sent twice
-        # at once waits on the first record before it would queue for the head.
-        self.sql_with_head = (
-            f"WITH written AS ({self.sql}), head AS ({chain.ADVANCE_HEAD})"  # noqa: S608 - fixed names
-            " SELECT written.id, head.sequence, head.head_hash FROM written LEFT JOIN head ON true"
-        )
-
-    def params(self, record: ScanRecord) -> list:
-        return [f.get_db_prep_save(f.pre_save(record, True), connection) for f in self.fields]
-
-
-_record_inserts: dict[str, _RecordInsert] = {}
-
-
 def scan_record_create(
     ctx: ScanContext, *, code: str, reasons: list[Reason], outcome: dict[str, Any]
 ) -> ScanRecord:
-    """Write the scan's append-only record and seal it into the audit chain: on PostgreSQL in
-    two statements (the record with the chain head, then the seal), on SQLite as the ORM does."""
+    """Write the scan's append-only record and seal it into the audit chain (on PostgreSQL in
+    one statement: outside a transaction, one round trip)."""
     verdict = ScanVerdict.REFUSED if reasons else ScanVerdict.ACCEPTED
     now = timezone.now()
     record = ScanRecord(
@@ -662,24 +692,9 @@ def scan_record_create(
         batch=ctx.batch,
         serial=ctx.serial,
     )
-    head = None
-    if connection.vendor == "postgresql":
-        insert = _record_inserts.get(connection.alias)
-        if insert is None:
-            insert = _record_inserts[connection.alias] = _RecordInsert()
-        with connection.cursor() as cursor:
-            cursor.execute(insert.sql_with_head, insert.params(record))
-            record.pk, sequence, previous_hash = cursor.fetchone()
-        record._state.adding = False
-        record._state.db = connection.alias
-        # No head row yet (a fresh database): seal_row starts the chain.
-        head = (sequence, previous_hash) if sequence is not None else None
-    else:
-        record.save()
     summary = reasons[0].code if reasons else "accepted"
-    chain.seal_row(
+    chain.insert_sealed_row(
         record,
-        head=head,
         action=AuditAction.CREATED,
         user=ctx.actor,
         occurred_at=now,

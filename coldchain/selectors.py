@@ -48,7 +48,7 @@ def active_assignments(
     return result
 
 
-def excursion_hold_gate(batch_id: int, location=None) -> QuerySet[Excursion]:
+def excursion_hold_gate(batch_id: int) -> QuerySet[Excursion]:
     """Rows whenever ``excursion_holds`` may find a hold (never fewer): read with the other
     hold gates in one statement, so lots that came on no shipment with an open excursion skip
     the check."""

@@ -41,6 +41,8 @@ from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteVi
 from recalls.api import RecallViewSet, TraceView
 
 router = DefaultRouter()
+# URLs are tried in order, and a scan station waits for every scan: scans come first.
+router.register("scans", ScanViewSet, basename="scan")
 router.register("partners", PartnerViewSet, basename="partner")
 router.register("licences", LicenceViewSet, basename="licence")
 router.register("sites", SiteViewSet, basename="site")
@@ -56,7 +58,6 @@ router.register("shipments", ShipmentViewSet, basename="shipment")
 router.register("returns", ReturnViewSet, basename="return")
 router.register("audit/entries", AuditEntryViewSet, basename="auditentry")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
-router.register("scans", ScanViewSet, basename="scan")
 router.register("loggers", LoggerViewSet, basename="logger")
 router.register("excursions", ExcursionViewSet, basename="excursion")
 router.register("logger-assignments", LoggerAssignmentViewSet, basename="loggerassignment")

@@ -12,6 +12,7 @@ from . import views
 admin.site.site_header = "PharmaDMS back office"
 
 urlpatterns = [
+    path("api/v1/", include("pharmadms.api")),  # first: URLs are tried in order
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -21,7 +22,6 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("sales/", include("orders.urls")),
     path("recalls/", include("recalls.urls")),
-    path("api/v1/", include("pharmadms.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", views.healthz, name="healthz"),

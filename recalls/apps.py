@@ -17,7 +17,7 @@ class RecallsConfig(AppConfig):
         # matches the check's own condition, so it never hides a hold.
         hooks.register_hold_check(
             recall_holds,
-            gate=lambda batch_id, location: RecallLot.objects.filter(
+            gate=lambda batch_id: RecallLot.objects.filter(
                 batch_id=batch_id, recall__is_drill=False
             ),
         )

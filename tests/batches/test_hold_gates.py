@@ -36,7 +36,7 @@ class Check:
         return []
 
 
-def held_lots_gate(batch_id, location):
+def held_lots_gate(batch_id):
     """The gate of Check: a row when the lot may be held (here: exactly when it is)."""
     return Batch.objects.filter(pk=batch_id, lot_number__startswith=HELD)
 
@@ -78,7 +78,7 @@ def test_every_gate_is_read_in_one_statement(registry, db):
     first, second, third = Check("first"), Check("second"), Check("third")
     registry.register_hold_check(first, gate=held_lots_gate)
     registry.register_hold_check(second, gate=held_lots_gate)
-    registry.register_hold_check(third, gate=lambda batch_id, location: Batch.objects.none())
+    registry.register_hold_check(third, gate=lambda batch_id: Batch.objects.none())
 
     lot = BatchFactory(lot_number="HELD3")
 

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from batches import services as stock
 from batches.models import ScanRecord, StockMove
+from batches.scan_api import ScanAnswerSerializer
 from partners.models import Role
 from tests.factories import BatchFactory, ProductFactory, UserFactory, datamatrix
 
@@ -99,6 +100,41 @@ def test_an_accepted_scan_answers_the_documented_shape(network, lot):
     assert data["location_code"] == "STORE"
     assert data["quantity"] == 1
     assert data["replayed"] is False
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"scan_id": "eq:1"},  # accepted, with a product and a lot
+        {"code": "10D9T"},  # refused before anything is identified
+        {"code": "]d20109501101530003"},  # refused: an unknown GTIN
+    ],
+)
+def test_the_answer_is_what_the_documented_serializer_gives(network, lot, changes):
+    """The answer is written out for speed (scan_answer); the schema documents it with
+    ScanAnswerSerializer: the two stay equal."""
+    data = client_for(network.warehouse).post(API, body(network, lot, **changes)).json()
+
+    again = client_for(network.warehouse).post(API, body(network, lot, **changes)).json()
+    record = ScanRecord.objects.get(pk=data["id"])
+    record.replayed = False
+    assert data == ScanAnswerSerializer(record).data
+    if "scan_id" in changes:  # sent again: the first record, replayed
+        record.replayed = True
+        assert again == ScanAnswerSerializer(record).data
+
+
+def test_a_serialised_pack_answers_its_serial_as_the_serializer_does(network, lot):
+    stock.serial_commission(
+        batch=lot, serial_numbers=["S1"], actor=network.warehouse, reason="labelled"
+    )
+    code = datamatrix(lot.product.gtin, lot.lot_number, lot.expires_on, "S1")
+    data = client_for(network.warehouse).post(API, body(network, lot, code=code)).json()
+
+    record = ScanRecord.objects.get(pk=data["id"])
+    record.replayed = False
+    assert data["serial"] == {"serial_number": "S1", "state": "commissioned"}
+    assert data == ScanAnswerSerializer(record).data
 
 
 def test_a_refused_scan_is_a_200_with_its_reasons(network, lot):

@@ -45,13 +45,13 @@ def gated(monkeypatch):
     monkeypatch.setattr(hooks, "_gates", {})
     hooks.register_hold_check(
         recall_holds,
-        gate=lambda batch_id, location: RecallLot.objects.filter(
+        gate=lambda batch_id: RecallLot.objects.filter(
             batch_id=batch_id, recall__is_drill=False
         ),
     )
     hooks.register_hold_check(
         excursion_holds,
-        gate=lambda batch_id, location: Excursion.objects.filter(
+        gate=lambda batch_id: Excursion.objects.filter(
             status__in=[ExcursionStatus.OPEN, ExcursionStatus.ACKNOWLEDGED],
             shipment__lines__batch_id=batch_id,
         ),
@@ -112,7 +112,7 @@ def test_a_gated_hold_that_finds_a_row_still_refuses_the_scan(network, pack, mon
         return [hooks.Hold("excursion_hold", f"lot {batch.lot_number} held: EX-9", "EX-9")]
 
     hooks.register_hold_check(
-        held, gate=lambda batch_id, location: ScanRecord.objects.filter(batch_id=batch_id)
+        held, gate=lambda batch_id: ScanRecord.objects.filter(batch_id=batch_id)
     )
     first = verify(network, pack, "P0", "h-1").record  # no scan of the lot yet: gate closed
     assert first.verdict == "accepted", first.reasons

@@ -1,0 +1,160 @@
+"""Querysets built once and run again with new values, for the few hot paths where building a
+query costs more than running it.
+
+A scan station waits for every answer, and Django builds each queryset anew: the filters, the
+joins of ``select_related``, the compiler's SQL. On the scan path that work took 0.5–0.8 ms a
+query against a database round trip of under 0.1 ms. :class:`PreparedQuery` builds the
+queryset once per database connection with placeholder values, keeps its SQL, and afterwards
+only binds the values, runs the SQL and turns the rows into model instances exactly as the
+ORM does (its converters, ``from_db`` and ``select_related`` populators)::
+
+    LOTS = PreparedQuery(
+        lambda gtin, lot: Batch.objects.select_related("product").filter(
+            product__gtin=gtin, lot_number=lot
+        ),
+        gtin=str,
+        lot=str,
+    )
+    batch = LOTS.first(gtin="09501101530003", lot="A1")
+
+The query must have the same shape whatever the values (no ``if`` on them in ``build``), and
+each value may only be compared as it is (exact lookups): a lookup that changes the value
+(``icontains``, ``startswith``) is refused when the query is prepared.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Model, QuerySet
+from django.db.models.query import get_related_populators
+
+# Placeholders: values no real query would hold, and within a 32-bit integer column's range
+# (Django refuses out-of-range values before they reach the SQL).
+_INT_PLACEHOLDER = 2_100_000_000
+_TEXT_PLACEHOLDER = "\ue000prepared:{}\ue001"
+
+
+class _Compiled:
+    """One queryset's SQL on one connection, and how to turn its rows into instances."""
+
+    def __init__(self, queryset: QuerySet, placeholders: dict[str, Any], connection) -> None:
+        compiler = queryset.query.get_compiler(connection=connection, elide_empty=False)
+        sql, params = compiler.as_sql()
+        self.sql = sql
+        # Each parameter is either a constant of the query or the name of a value to bind.
+        self.params: list[tuple[bool, Any]] = []
+        found = set()
+        for param in params:
+            name = next(
+                (n for n, p in placeholders.items() if type(p) is type(param) and p == param),
+                None,
+            )
+            if name is None:
+                self.params.append((False, param))
+            else:
+                found.add(name)
+                self.params.append((True, name))
+        missing = set(placeholders) - found
+        if missing and not queryset.query.is_empty():  # an empty query needs no value
+            raise ValueError(
+                f"prepared query: {', '.join(sorted(missing))} not bound as given "
+                "(only exact comparisons can be prepared)"
+            )
+        self.compiler = compiler
+        self.db = connection.alias
+        select, klass_info = compiler.select, compiler.klass_info
+        if klass_info is None:  # values() and the like: rows as they come
+            self.model = None
+            return
+        self.model = klass_info["model"]
+        fields = klass_info["select_fields"]
+        self.start, self.end = fields[0], fields[-1] + 1
+        self.init_list = [column[0].target.attname for column in select[self.start : self.end]]
+        self.populators = get_related_populators(klass_info, select, self.db)
+        self.annotations = dict(compiler.annotation_col_map or {})
+        self.converters = compiler.get_converters([column[0] for column in select])
+
+    def bind(self, values: dict[str, Any]) -> list[Any]:
+        return [values[value] if named else value for named, value in self.params]
+
+    def instances(self, rows: list) -> list[Model]:
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
+        found = []
+        for row in rows:
+            instance = self.model.from_db(self.db, self.init_list, row[self.start : self.end])
+            for populator in self.populators:
+                populator.populate(row, instance)
+            for name, position in self.annotations.items():
+                setattr(instance, name, row[position])
+            found.append(instance)
+        return found
+
+
+class PreparedQuery:
+    """A queryset built by ``build(**values)``, compiled once per connection (see the module
+    doc); ``kinds`` names each value and its type (``int`` or ``str``)."""
+
+    def __init__(
+        self,
+        build: Callable[..., QuerySet],
+        *,
+        using: str = DEFAULT_DB_ALIAS,
+        **kinds: type,
+    ) -> None:
+        for name, kind in kinds.items():
+            if kind not in (int, str):
+                raise TypeError(f"prepared query value {name}: int or str, not {kind!r}")
+        self.build, self.kinds, self.using = build, kinds, using
+        # Per connection object (each thread has its own): a compiler belongs to one.
+        self._compiled: weakref.WeakKeyDictionary[Any, _Compiled] = weakref.WeakKeyDictionary()
+
+    def _placeholders(self) -> dict[str, Any]:
+        return {
+            name: _INT_PLACEHOLDER + index if kind is int else _TEXT_PLACEHOLDER.format(name)
+            for index, (name, kind) in enumerate(self.kinds.items())
+        }
+
+    def compiled(self) -> _Compiled:
+        connection = connections[self.using]
+        compiled = self._compiled.get(connection)
+        if compiled is None:
+            placeholders = self._placeholders()
+            compiled = _Compiled(self.build(**placeholders), placeholders, connection)
+            self._compiled[connection] = compiled
+        return compiled
+
+    def statement(self, **values: Any) -> tuple[str, list[Any]]:
+        """The SQL and its parameters, to run or to fold into a statement of one's own."""
+        self._check(values)
+        compiled = self.compiled()
+        return compiled.sql, compiled.bind(values)
+
+    def all(self, **values: Any) -> list[Model]:
+        """The instances the query finds for ``values``, as the queryset would give them."""
+        sql, params = self.statement(**values)
+        compiled = self.compiled()
+        if compiled.model is None:
+            raise TypeError("prepared query: all() and first() need a queryset of models")
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return compiled.instances(rows)
+
+    def first(self, **values: Any) -> Model | None:
+        """The first instance found, or None (the query states its own order and limit)."""
+        found = self.all(**values)
+        return found[0] if found else None
+
+    def _check(self, values: dict[str, Any]) -> None:
+        if values.keys() != self.kinds.keys():
+            raise TypeError(
+                f"prepared query takes {', '.join(self.kinds)}, was given {', '.join(values)}"
+            )
+        for name, value in values.items():
+            if type(value) is not self.kinds[name]:
+                raise TypeError(f"prepared query value {name}: {self.kinds[name].__name__}")
