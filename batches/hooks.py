@@ -36,7 +36,7 @@ Gates are on the path of every scan, so each is built once per connection and th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import connection
@@ -75,12 +75,22 @@ def register_hold_check(check: HoldCheck, *, gate: HoldGate | None = None) -> No
         _gates[check] = gate
 
 
-def lot_holds(batch: Batch, location: Location | None = None) -> list[Hold]:
+def lot_holds(
+    batch: Batch,
+    location: Location | None = None,
+    *,
+    gates_read: Mapping[HoldCheck, bool] | None = None,
+) -> list[Hold]:
     """Every hold on ``batch`` (at ``location``, or anywhere when it is ``None``): the gates
     are read first, all in one statement, and a gated check whose gate found no row is not
-    asked."""
+    asked. ``gates_read``: what the gates found, read by the caller in a statement of its own
+    (see :func:`prepared_gates`); a gate missing from it counts as open."""
     checks = list(_checks)
-    closed = _closed_gates(batch, [check for check in checks if check in _gates])
+    gated = [check for check in checks if check in _gates]
+    if gates_read is None:
+        closed = _closed_gates(batch, gated)
+    else:
+        closed = {check for check in gated if not gates_read.get(check, True)}
     holds: list[Hold] = []
     for check in checks:
         if check not in closed:  # a closed gate: the check would find nothing
@@ -101,6 +111,13 @@ def _closed_gates(batch: Batch, gated: list[HoldCheck]) -> set[HoldCheck]:
         cursor.execute(f"SELECT {', '.join(parts)}", params)
         found = cursor.fetchone()
     return {check for check, open_ in zip(gated, found, strict=True) if not open_}
+
+
+def prepared_gates() -> list[tuple[HoldCheck, PreparedQuery]]:
+    """Each gated check with its gate prepared (value ``batch_id``), for a caller that reads
+    the gates with its own statement (pharmadms.prepared.OneRow) and hands what they found to
+    :func:`lot_holds` as ``gates_read``."""
+    return [(check, _prepared_gate(_gates[check])) for check in _checks if check in _gates]
 
 
 def _prepared_gate(gate: HoldGate) -> PreparedQuery:

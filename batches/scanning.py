@@ -50,7 +50,7 @@ from partners.models import Location, LocationKind, Role, User
 from pharmadms import clock
 from pharmadms.exceptions import ApplicationError, InvalidInput, NotFound, RuleViolation
 from pharmadms.permissions import require_role
-from pharmadms.prepared import PreparedQuery
+from pharmadms.prepared import OneRow, PreparedQuery
 
 from . import gs1, hooks, services
 from .models import (
@@ -123,6 +123,10 @@ class ScanContext:
     reading: gs1.Reading
     today: datetime.date
     scan_id: str = ""
+    # What the scan's one read found (see _read): the lot the code names, with its product and
+    # the scanned pack, and what the hold gates found for it.
+    scanned_lot: Batch | None = None
+    gates_read: dict[hooks.HoldCheck, bool] | None = None
     product: Product | None = None
     batch: Batch | None = None
     serial: Serial | None = None
@@ -195,7 +199,7 @@ def identify(ctx: ScanContext) -> list[Reason]:
         ]
     if not reading.gtin:
         return [Reason("no_trade_item", "the code names no trade item (GTIN, AI 01)")]
-    batch = _scanned_lot(ctx) if reading.lot else None
+    batch = ctx.scanned_lot if reading.lot else None
     product = batch.product if batch is not None else _product(reading.gtin)
     if product is None:
         return [Reason("unknown_gtin", f"no product has GTIN {reading.gtin}")]
@@ -275,20 +279,54 @@ _PARTNER_LOCATION = PreparedQuery(
 )
 
 
-def _scanned_lot(ctx: ScanContext) -> Batch | None:
-    """The lot the code names, with its product and the scanned pack (``scanned_pack``: the
-    serial, or None), in one query."""
-    reading = ctx.reading
-    if not reading.serial:
-        batch = _LOT.first(gtin=reading.gtin, lot=reading.lot)
-        if batch is not None:
-            batch.scanned_pack = None
-        return batch
-    batch = _LOT_AND_PACK.first(gtin=reading.gtin, lot=reading.lot, serial=reading.serial)
+def _names_a_lot(reading: gs1.Reading) -> bool:
+    """Whether identify() looks the code's lot up (see there)."""
+    return (
+        reading.problem is None
+        and (reading.host is None or reading.host_trusted)
+        and bool(reading.gtin)
+        and bool(reading.lot)
+    )
+
+
+def _read(
+    actor: User, location_id: Any, reading: gs1.Reading, *, holds: bool
+) -> tuple[Location, Batch | None, dict[hooks.HoldCheck, bool] | None]:
+    """The scan's location (among the actor's partner's: another partner's is not found) and,
+    when the code names a lot, the lot with its product and the scanned pack (``scanned_pack``:
+    the serial, or None) and, when ``holds``, what the hold gates find for it: one statement."""
+    if isinstance(location_id, Location):
+        location_id = location_id.pk
+    if type(location_id) is not int or not (actor.is_superuser or actor.partner_id):
+        raise NotFound("no such location", code="unknown_location")
+    read = OneRow()
+    if actor.is_superuser:
+        read.query(_LOCATION, location_id=location_id)
+    else:
+        read.query(_PARTNER_LOCATION, location_id=location_id, partner_id=actor.partner_id)
+    gated: list[tuple[hooks.HoldCheck, int]] = []
+    if _names_a_lot(reading):
+        if reading.serial:
+            lot = read.query(
+                _LOT_AND_PACK, gtin=reading.gtin, lot=reading.lot, serial=reading.serial
+            )
+        else:
+            lot = read.query(_LOT, gtin=reading.gtin, lot=reading.lot)
+        if holds:
+            lot_id = read.column(lot, "id")
+            gated = [
+                (check, read.exists(gate, batch_id=lot_id))
+                for check, gate in hooks.prepared_gates()
+            ]
+    (location, *found), tests = read.run()
+    if location is None:
+        raise NotFound("no such location", code="unknown_location")
+    batch = found[0] if found else None
     if batch is not None:
         # The outer join sets no attribute when the lot has no such pack.
-        batch.scanned_pack = getattr(batch, "scanned_pack", None)
-    return batch
+        batch.scanned_pack = getattr(batch, "scanned_pack", None) if reading.serial else None
+    gates = {check: tests[index] for check, index in gated} if batch is not None and holds else None
+    return location, batch, gates
 
 
 def _product(gtin: str) -> Product | None:
@@ -306,7 +344,7 @@ def lot_reasons(ctx: ScanContext) -> list[Reason]:
     if batch.status in STATUS_REASONS:
         code = STATUS_REASONS[batch.status]
         blocking[code] = Reason(code, f"lot {batch.lot_number} is {batch.status}")
-    for hold in hooks.lot_holds(batch, ctx.location):
+    for hold in hooks.lot_holds(batch, ctx.location, gates_read=ctx.gates_read):
         # A recall hold names the recall: it says more than the lot status alone.
         blocking[hold.code] = Reason(hold.code, hold.detail)
     if ctx.action == ScanAction.RECEIVE:
@@ -505,23 +543,6 @@ LOT_HANDLERS: dict[str, Handler] = {
 # --- one scan ------------------------------------------------------------------------------
 
 
-def scan_location(actor: User, location_id: Any) -> Location:
-    """The scan's location, among the actor's partner's (another partner's: not found)."""
-    if isinstance(location_id, Location):
-        location_id = location_id.pk
-    if type(location_id) is not int:
-        raise NotFound("no such location", code="unknown_location")
-    if actor.is_superuser:
-        location = _LOCATION.first(location_id=location_id)
-    elif actor.partner_id is None:
-        location = None
-    else:
-        location = _PARTNER_LOCATION.first(location_id=location_id, partner_id=actor.partner_id)
-    if location is None:
-        raise NotFound("no such location", code="unknown_location")
-    return location
-
-
 def scan_submit(
     *,
     actor: User,
@@ -544,7 +565,8 @@ def scan_submit(
     if action not in ScanAction.values:
         raise InvalidInput(f"unknown action {action!r}", code="unknown_action")
     require_role(actor, *SCAN_ROLES[action])
-    location = scan_location(actor, location)
+    reading = gs1.parse(code)
+    location, lot, gates_read = _read(actor, location, reading, holds=action != ScanAction.COUNT)
     _check_request(action=action, reference=reference, quantity=quantity, decommission=decommission)
     ctx = ScanContext(
         actor=actor,
@@ -553,9 +575,11 @@ def scan_submit(
         reference=reference,
         requested_quantity=quantity,
         decommission=decommission,
-        reading=gs1.parse(code),
+        reading=reading,
         today=clock.localdate(),
         scan_id=scan_id,
+        scanned_lot=lot,
+        gates_read=gates_read,
     )
     try:
         return ScanAnswer(_scan(ctx, code, handlers.get(action)), replayed=False)

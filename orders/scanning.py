@@ -211,9 +211,8 @@ def receive(ctx: ScanContext) -> dict[str, Any]:
                 f"not to {ctx.location}",
             )
         )
-    lines = [
-        line for line in shipment.lines.select_related("batch").order_by("id") if line.quantity
-    ]
+    # The shipment was dispatched (checked above): its shipped lines are those with units.
+    lines = list(shipment.lines.shipped().select_related("batch").order_by("id"))
     expected: dict[int, int] = defaultdict(int)
     for line in lines:
         expected[line.batch_id] += line.quantity

@@ -20,10 +20,15 @@ ORM does (its converters, ``from_db`` and ``select_related`` populators)::
 The query must have the same shape whatever the values (no ``if`` on them in ``build``), and
 each value may only be compared as it is (exact lookups): a lookup that changes the value
 (``icontains``, ``startswith``) is refused when the query is prepared.
+
+:class:`OneRow` reads several such queries of at most one row each, and EXISTS tests, in a
+single statement: one round trip instead of one each. A test may take its value from a row
+read in the same statement (``OneRow.column``), as a hold gate takes the id of the scanned lot.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +41,12 @@ from django.db.models.query import get_related_populators
 # (Django refuses out-of-range values before they reach the SQL).
 _INT_PLACEHOLDER = 2_100_000_000
 _TEXT_PLACEHOLDER = "\ue000prepared:{}\ue001"
+# Django's SQL marks each parameter with %s and writes a literal percent sign as %%.
+_MARKS = re.compile(r"%%|%s")
+
+
+class SQL(str):
+    """An SQL expression given in place of a value: it goes into the statement as written."""
 
 
 class _Compiled:
@@ -45,6 +56,13 @@ class _Compiled:
         compiler = queryset.query.get_compiler(connection=connection, elide_empty=False)
         sql, params = compiler.as_sql()
         self.sql = sql
+        # The SQL between the parameters' marks: a value may be replaced by an SQL expression.
+        self.chunks, start = [], 0
+        for mark in _MARKS.finditer(sql):
+            if mark.group() == "%s":
+                self.chunks.append(sql[start : mark.start()])
+                start = mark.end()
+        self.chunks.append(sql[start:])
         # Each parameter is either a constant of the query or the name of a value to bind.
         self.params: list[tuple[bool, Any]] = []
         found = set()
@@ -74,12 +92,26 @@ class _Compiled:
         fields = klass_info["select_fields"]
         self.start, self.end = fields[0], fields[-1] + 1
         self.init_list = [column[0].target.attname for column in select[self.start : self.end]]
+        self.width = len(select)
+        self.pk_at = self.start + self.init_list.index(self.model._meta.pk.attname)
         self.populators = get_related_populators(klass_info, select, self.db)
         self.annotations = dict(compiler.annotation_col_map or {})
         self.converters = compiler.get_converters([column[0] for column in select])
 
-    def bind(self, values: dict[str, Any]) -> list[Any]:
-        return [values[value] if named else value for named, value in self.params]
+    def bind(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and its parameters for ``values`` (an SQL value goes into the text)."""
+        if not any(isinstance(value, SQL) for value in values.values()):
+            return self.sql, [values[value] if named else value for named, value in self.params]
+        parts, params = [self.chunks[0]], []
+        for (named, value), chunk in zip(self.params, self.chunks[1:], strict=True):
+            value = values[value] if named else value
+            if isinstance(value, SQL):
+                parts.append(value)
+            else:
+                parts.append("%s")
+                params.append(value)
+            parts.append(chunk)
+        return "".join(parts), params
 
     def instances(self, rows: list) -> list[Model]:
         if self.converters:
@@ -131,8 +163,7 @@ class PreparedQuery:
     def statement(self, **values: Any) -> tuple[str, list[Any]]:
         """The SQL and its parameters, to run or to fold into a statement of one's own."""
         self._check(values)
-        compiled = self.compiled()
-        return compiled.sql, compiled.bind(values)
+        return self.compiled().bind(values)
 
     def all(self, **values: Any) -> list[Model]:
         """The instances the query finds for ``values``, as the queryset would give them."""
@@ -156,5 +187,63 @@ class PreparedQuery:
                 f"prepared query takes {', '.join(self.kinds)}, was given {', '.join(values)}"
             )
         for name, value in values.items():
-            if type(value) is not self.kinds[name]:
+            if type(value) is not self.kinds[name] and not isinstance(value, SQL):
                 raise TypeError(f"prepared query value {name}: {self.kinds[name].__name__}")
+
+
+class OneRow:
+    """Prepared queries of at most one row each, and EXISTS tests, read in one statement::
+
+        read = OneRow()
+        lot = read.query(LOTS, gtin=gtin, lot=lot_number)
+        recalled = read.exists(RECALLED, batch_id=read.column(lot, "id"))
+        (batch,), (is_recalled,) = read.run()
+
+    Each query's row comes back as its instance, or None where it found no row.
+    """
+
+    def __init__(self) -> None:
+        self._queries: list[tuple[PreparedQuery, dict[str, Any]]] = []
+        self._tests: list[tuple[PreparedQuery, dict[str, Any]]] = []
+
+    def query(self, query: PreparedQuery, **values: Any) -> int:
+        self._queries.append((query, values))
+        return len(self._queries) - 1
+
+    def exists(self, query: PreparedQuery, **values: Any) -> int:
+        self._tests.append((query, values))
+        return len(self._tests) - 1
+
+    def column(self, index: int, attname: str) -> SQL:
+        """The column ``attname`` of query ``index``'s model, for a value of a later part."""
+        compiled = self._queries[index][0].compiled()
+        return SQL(f"q{index}.c{compiled.start + compiled.init_list.index(attname)}")
+
+    def run(self) -> tuple[list[Model | None], list[bool]]:
+        """The instances (or None) of the queries, in order, and the tests' answers."""
+        compiled = [query.compiled() for query, _ in self._queries]
+        named, params = [], []
+        for index, ((query, values), part) in enumerate(zip(self._queries, compiled, strict=True)):
+            part_sql, part_params = query.statement(**values)
+            names = ", ".join(f"c{n}" for n in range(part.width))
+            named.append(f"q{index}({names}) AS ({part_sql})")
+            params.extend(part_params)
+        selected = [f"q{index}.*" for index in range(len(compiled))]
+        for query, values in self._tests:
+            test_sql, test_params = query.statement(**values)
+            selected.append(f"EXISTS ({test_sql})")
+            params.extend(test_params)
+        joins = "".join(f" LEFT JOIN q{index} ON true" for index in range(len(compiled)))
+        # Only compiled SQL and names of our own go into the text; every value is a parameter.
+        head = f"WITH {', '.join(named)} " if named else ""
+        sql = f"{head}SELECT {', '.join(selected) or '1'} FROM (SELECT 1) AS one{joins}"  # noqa: S608
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        found: list[Model | None] = []
+        at = 0
+        for part in compiled:
+            own = row[at : at + part.width]
+            at += part.width
+            found.append(None if own[part.pk_at] is None else part.instances([own])[0])
+        return found, [bool(value) for value in row[at:]]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from batches import services as stock
-from batches.models import ScanRecord, StockMove
+from batches.models import ScanAction, ScanRecord, StockMove
 from batches.scan_api import ScanAnswerSerializer
 from partners.models import Role
 from tests.factories import BatchFactory, ProductFactory, UserFactory, datamatrix
@@ -232,9 +232,14 @@ def test_the_list_filters_and_the_refused_summary(network, lot):
 
 
 def test_the_scan_api_is_in_the_schema(network):
-    paths = client_for(network.qa).get("/api/schema/?format=json").json()["paths"]
+    schema = client_for(network.qa).get("/api/schema/?format=json").json()
+    paths, components = schema["paths"], schema["components"]["schemas"]
     assert set(paths["/api/v1/scans/"]) == {"get", "post"}
     assert set(paths["/api/v1/scans/{id}/"]) == {"get"}
+    # the action is documented with its choices, under a name of its own
+    assert components["ScanActionEnum"]["enum"] == list(ScanAction.values)
+    request = components["ScanRequestRequest"]["properties"]["action"]
+    assert request == {"$ref": "#/components/schemas/ScanActionEnum"}
 
 
 @pytest.mark.slow
