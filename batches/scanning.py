@@ -11,10 +11,12 @@ changes nothing: the record's unique (user, scan_id) refuses the second record, 
 everything the second attempt did, and the first record is answered.
 
 A scan is on the warehouse's critical path (a scan station waits for each answer), so the hot
-path — a verify scan of a known pack — is kept to a few statements: the location (with the
-partner's membership) in one; product, lot and serial in one; the holds (batches.hooks: one for
-every gate, one for each check without a gate); the record with its audit seal in two (see
-:func:`scan_record_create`). tests/batches/test_scan_queries.py holds that count.
+path — a verify scan of a known pack — is two statements and builds no query: one read (the
+location with the partner's membership, product, lot and pack, and every hold gate of
+batches.hooks: :func:`_read`, queries built once by pharmadms.prepared), then the record with its
+audit seal in one statement of its own, outside any transaction (:func:`scan_record_create`).
+A hold check registered without a gate adds its own query. tests/batches/test_scan_queries.py
+holds that count; bench/scan.py measures the time.
 
 The lot-level actions live here (put-away, count, verify); the shipment-level ones (receive,
 pick, ship) need shipments and live in orders.scanning, which hands them to

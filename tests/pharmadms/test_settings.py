@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = {
     "DEBUG": "false",
@@ -28,6 +30,7 @@ SETTINGS_VARIABLES = {
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
     "MQTT_URL",
+    "DATABASE_PREPARED_STATEMENTS",
 }
 
 
@@ -71,6 +74,20 @@ def test_database_url_selects_postgresql_with_persistent_connections():
         "True",
         "False",
     ], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("prepared", "options"),
+    [
+        ("", "{'server_side_binding': True, 'prepare_threshold': 5}"),
+        ("false", "{}"),
+    ],
+)
+def test_postgresql_prepares_repeated_statements_unless_told_not_to(prepared, options):
+    code = "from django.conf import settings as s; print(s.DATABASES['default'].get('OPTIONS'))"
+    env = {**PRODUCTION, "DATABASE_PREPARED_STATEMENTS": prepared}
+    result = manage("shell", "--no-imports", "-c", code, **env)
+    assert result.stdout.strip() == options, result.stderr
 
 
 def test_embedded_defaults_are_sqlite_and_eager_tasks():
