@@ -8,6 +8,7 @@ shipment actions are bound in orders.scanning.ScanViewSet, the class the router 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -116,6 +117,12 @@ class DecommissionField(_CodedField, serializers.ChoiceField):
 
 
 class ScanRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        """Copies of the declared fields, as DRF gives each serializer; shallow ones: no field
+        here changes what it shares with the declared one (validators, choices, messages),
+        and on the scan path DRF's deep copy cost more than the whole validation."""
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+
     code = CodeField(help_text="the scanned text as the scanner sent it (FNC1 as GS, 0x1D)")
     action = ActionField(choices=ScanAction.choices)
     location = LocationField(

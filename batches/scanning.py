@@ -267,14 +267,18 @@ _LOT_AND_PACK = PreparedQuery(
 )
 _PRODUCT = PreparedQuery(lambda gtin: Product.objects.filter(gtin=gtin).order_by()[:1], gtin=str)
 _LOCATION = PreparedQuery(
-    lambda location_id: Location.objects.select_related("site__partner").filter(
-        pk=location_id, is_active=True
+    lambda location_id: (
+        Location.objects.select_related("site__partner")
+        .filter(pk=location_id, is_active=True)
+        .order_by()
     ),
     location_id=int,
 )
 _PARTNER_LOCATION = PreparedQuery(
-    lambda location_id, partner_id: Location.objects.select_related("site__partner").filter(
-        pk=location_id, is_active=True, site__partner_id=partner_id
+    lambda location_id, partner_id: (
+        Location.objects.select_related("site__partner")
+        .filter(pk=location_id, is_active=True, site__partner_id=partner_id)
+        .order_by()
     ),
     location_id=int,
     partner_id=int,

@@ -2,11 +2,13 @@
 authenticated endpoint of the same server.
 
     .venv/bin/python bench/scan.py [--requests N] [--rounds R] [--concurrency C] [--workers W]
+                                   [--threads T]
 
 Runs on whatever DATABASE_URL names (SQLite when unset), in a throw-away database created for
-the run and dropped after it. Starts gunicorn (W gthread workers, HTTP keep-alive; database
-connections persist, CONN_MAX_AGE) on a free local port, and C client threads, each on its own
-persistent HTTP connection, authenticated by an API token. Each round sends N scans —
+the run and dropped after it. Starts gunicorn (W gthread workers of T threads, each listening
+on its own socket; HTTP keep-alive; database connections persist, CONN_MAX_AGE) on a free local
+port, and C client threads, each on its own persistent HTTP connection, spread evenly over the
+workers (see Client), authenticated by an API token. Each round sends N scans —
 ``POST /api/v1/scans/`` with action ``verify`` and a serialised GS1 DataMatrix code, each with
 its own scan_id, as the scan station sends them: parsed, matched to product, lot and serial,
 checked, answered and recorded append-only with its audit seal — and N requests to a trivial
@@ -85,7 +87,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(database_name: str, port: int, workers: int) -> subprocess.Popen:
+def start_server(database_name: str, port: int, workers: int, threads: int = 1) -> subprocess.Popen:
     env = {
         **os.environ,
         "BENCH_DATABASE_NAME": database_name,
@@ -106,9 +108,12 @@ def start_server(database_name: str, port: int, workers: int) -> subprocess.Pope
             "--worker-class",
             "gthread",
             "--threads",
-            "1",
+            str(threads),
             "--keep-alive",
             "60",
+            # Each worker listens on its own socket: the kernel spreads new connections over
+            # them (Client spreads its connections evenly; see there).
+            "--reuse-port",
             "--log-level",
             "warning",
             "--pythonpath",
@@ -134,18 +139,38 @@ def start_server(database_name: str, port: int, workers: int) -> subprocess.Pope
 
 
 class Client:
-    """Sends requests on C persistent connections at once; returns seconds and latencies."""
+    """Sends requests on C persistent connections at once; returns seconds and latencies.
 
-    def __init__(self, port: int, token: str, concurrency: int):
+    The connections are spread evenly over the server's W workers, as a load balancer spreads
+    them: left to the kernel, two connections may land on one worker, which then serves them
+    in turn while the other idles, and a run's figures would depend on that draw.
+    """
+
+    def __init__(self, port: int, token: str, concurrency: int, workers: int):
         self.port, self.concurrency = port, concurrency
         self.headers = {
             "Authorization": f"Token {token}",
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
-        self.connections = [
-            http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(concurrency)
-        ]
+        self.connections = self._spread(workers)
+
+    def _spread(self, workers: int) -> list[http.client.HTTPConnection]:
+        per_worker = -(-self.concurrency // workers)  # at most this many on one worker
+        kept: list[http.client.HTTPConnection] = []
+        served: dict[int, int] = {}
+        for _ in range(100 * self.concurrency):
+            if len(kept) == self.concurrency:
+                return kept
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            connection.request("GET", "/bench/worker/")
+            pid = json.loads(connection.getresponse().read())["pid"]
+            if served.get(pid, 0) < per_worker:
+                served[pid] = served.get(pid, 0) + 1
+                kept.append(connection)
+            else:
+                connection.close()
+        raise SystemExit(f"could not spread {self.concurrency} connections over {workers} workers")
 
     def run(self, path: str, bodies: list[bytes]) -> tuple[float, list[float]]:
         latencies: list[list[float]] = [[] for _ in range(self.concurrency)]
@@ -201,6 +226,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests per side")
     parser.add_argument("--concurrency", type=int, default=2, help="client connections")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker")
     parser.add_argument(
         "--show-queries", action="store_true", help="print the SQL of one scan, in process"
     )
@@ -212,9 +238,9 @@ def main() -> int:
             show_queries(store, code_prefix)
         connection.close()  # the server's workers have the database to themselves
         port = free_port()
-        server = start_server(database_name, port, args.workers)
+        server = start_server(database_name, port, args.workers, args.threads)
         try:
-            client = Client(port, token, args.concurrency)
+            client = Client(port, token, args.concurrency, args.workers)
             sent = 0
 
             def scans(count: int) -> tuple[float, list[float]]:

@@ -23,9 +23,15 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()  # sets Django up: DRF's views import models
 
+from django.http import JsonResponse  # noqa: E402
 from django.urls import include, path  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
 from rest_framework.views import APIView  # noqa: E402
+
+
+def worker(request):
+    """Which worker process serves this connection (the bench spreads its connections)."""
+    return JsonResponse({"pid": os.getpid()})
 
 
 class TrivialView(APIView):
@@ -38,5 +44,6 @@ class TrivialView(APIView):
 
 urlpatterns = [
     path("bench/trivial/", TrivialView.as_view()),
+    path("bench/worker/", worker),
     path("", include("pharmadms.urls")),
 ]
