@@ -9,13 +9,16 @@ records the scan; the actions that need shipments live here (``orders`` sits abo
   serialised pack is reserved for the shipment; the manufacturer's first pick of a pack it
   never registered commissions it (it labels its own packs).
 - **ship** (the dock): confirms units of a picked lot as loaded on the shipment, never more than
-  were picked; a serialised pack becomes ``shipped`` — a pack is never shipped twice.
+  were picked; a serialised pack becomes ``shipped`` — a pack is never shipped twice. The
+  dispatch ships the picked packs that were not scanned at the dock (orders.services).
 - **receive** (the buyer's dock): a pack scan counts units of a lot against the expected
   shipment named in ``reference``; an SSCC scan counts everything packed under it
   (``package_by_sscc``). Never more than was shipped (``quantity_exceeds_expected``). When the
   whole shipment is counted, the receipt is posted through ``shipment_receive`` in the same
   transaction, and its serialised packs become ``received`` in the buyer's custody. A shipment
-  found short is received through the shipment's receipt (``POST /api/v1/shipments/<id>/receive/``).
+  found short is received through the shipment's receipt (``POST /api/v1/shipments/<id>/receive/``),
+  which receives the packs of every line that arrived whole; those of a short or damaged line
+  stay ``shipped`` until scanned.
 
 :class:`ScanViewSet` is the scan API (batches.scan_api) bound to these actions; it is the one
 registered in pharmadms/api.py.
@@ -321,6 +324,9 @@ def _units(ctx, package, expected: dict[int, int], earlier: list[ScanRecord]) ->
 
 def _receive_serial(ctx: ScanContext, serial: Serial, shipment: Shipment) -> Serial:
     """The pack is in the buyer's custody now (shipped first, if it left without a ship scan)."""
+    serial = Serial.objects.get(pk=serial.pk)  # the receipt just posted may have received it
+    if serial.state == SerialState.RECEIVED and serial.holder_id == shipment.order.buyer_id:
+        return serial
     if serial.state != SerialState.SHIPPED:
         serial = stock.serial_transition(
             serial=serial,

@@ -29,6 +29,8 @@ from batches.models import (
     BatchStatus,
     MoveKind,
     Product,
+    Serial,
+    SerialState,
     StockAllocation,
     StockBalance,
 )
@@ -1322,7 +1324,8 @@ def shipment_dispatch(
     ``shipped`` when nothing of it remains to ship, else ``allocated`` again.
 
     The order rules are checked again on the dispatch day: the buyer's licence may have lapsed
-    since the order was submitted; and no held lot (recall, excursion) leaves.
+    since the order was submitted; and no held lot (recall, excursion) leaves. The serialised
+    packs picked for the shipment are ``shipped`` (see _serials_follow).
     """
     require_role(actor, *DISPATCH_ROLES)
     shipment = _lock_shipment(shipment)
@@ -1414,6 +1417,9 @@ def shipment_dispatch(
         update_with_reason(
             line, actor=actor, reason=why, changes={"quantity": units}, editable={"quantity"}
         )
+    for line in lines:
+        if shipped[line.pk]:
+            _serials_follow(shipment, line, SerialState.SHIPPED, actor=actor, reason=reason)
     open_units = 0
     for order_line in order.lines.order_by("id"):
         units, missing = sent.get(order_line.pk, 0), short.get(order_line.pk, 0)
@@ -1452,6 +1458,46 @@ def shipment_dispatch(
     )
     _announce_shipment("shipment.dispatched", shipment)
     return shipment
+
+
+def _serials_follow(
+    shipment: Shipment,
+    line: ShipmentLine,
+    to_state: str,
+    *,
+    actor: User,
+    reason: str,
+    holder: Partner | None = None,
+) -> None:
+    """The serialised packs picked for ``line`` (reserved for ``shipment`` by the pick scans)
+    follow its units, whether or not each pack is scanned again: at dispatch they are
+    ``shipped``; at receipt, when the line arrived whole, ``received`` in the buyer's custody
+    (shipped first, if they left before dispatch moved them). Packs of a line received short or
+    damaged stay ``shipped``: which of them arrived is known only by scanning them."""
+    if not line.serials:
+        return
+    packs = Serial.objects.filter(
+        batch_id=line.batch_id,
+        serial_number__in=line.serials,
+        shipment_reference=shipment.number,
+    ).order_by("pk")
+    for serial in packs:
+        if serial.state != SerialState.SHIPPED:
+            serial = stock.serial_transition(
+                serial=serial,
+                to_state=SerialState.SHIPPED,
+                actor=actor,
+                reason=f"left on {shipment.number}: {reason}",
+            )
+        if to_state == SerialState.RECEIVED:
+            stock.serial_transition(
+                serial=serial,
+                to_state=SerialState.RECEIVED,
+                actor=actor,
+                reason=f"received from {shipment.number}: {reason}",
+                holder=holder,
+                shipment_reference="",
+            )
 
 
 DELIVERY_ROLES = (Role.WAREHOUSE_OPERATOR, Role.ORDER_DESK, Role.ADMIN)
@@ -1541,6 +1587,8 @@ def shipment_receive(
     Sound units go to the buyer's storage (its quarantine, for a lot that is no longer
     released); damaged units to its quarantine; units that did not arrive leave the seller's
     in-transit location as an adjustment, each with its own reason. The order is ``delivered``.
+    The serialised packs of every line that arrived whole are ``received`` (see
+    _serials_follow).
     """
     require_role(actor, *RECEIVE_ROLES)
     shipment = _lock_shipment(shipment)
@@ -1639,6 +1687,15 @@ def shipment_receive(
                 f"{lot.lot_number} did not arrive on {shipment.number}; {reason}",
                 from_location=in_transit,
                 reference=reference,
+            )
+        if good == line.quantity:
+            _serials_follow(
+                shipment,
+                line,
+                SerialState.RECEIVED,
+                actor=actor,
+                reason=reason,
+                holder=shipment.order.buyer,
             )
         discrepancy = (
             Discrepancy.DAMAGED if damaged else Discrepancy.SHORT if short else Discrepancy.NONE

@@ -283,6 +283,79 @@ def prefixed(shipping):
     return t
 
 
+def test_picked_packs_follow_a_dispatch_and_a_receipt_made_without_scanning(shipping):
+    """Packs reserved by pick scans are shipped by the dispatch and received by the receipt
+    even when nobody scans them again (dispatch and receipt through the API or the pages)."""
+    t = shipping
+    shipment = picked_and_dispatched(t, "A-1", "A-2")
+    for number in ("A-1", "A-2"):
+        pack = Serial.objects.get(serial_number=number)
+        assert (pack.state, pack.holder, pack.shipment_reference) == (
+            SerialState.SHIPPED,
+            t.seller,
+            shipment.number,
+        )
+
+    services.shipment_receive(
+        shipment=shipment,
+        lines=[
+            {"line": line.pk, "received_quantity": line.quantity, "damaged_quantity": 0}
+            for line in shipment.lines.all()
+        ],
+        actor=t.buyer_warehouse,
+        reason="checked in at the dock",
+    )
+
+    for number in ("A-1", "A-2"):
+        pack = Serial.objects.get(serial_number=number)
+        assert (pack.state, pack.holder, pack.shipment_reference) == (
+            SerialState.RECEIVED,
+            t.buyer,
+            "",
+        )
+        assert [v.state for v in pack.history.order_by("history_id")] == [
+            SerialState.COMMISSIONED,
+            SerialState.COMMISSIONED,  # picked for the shipment
+            SerialState.SHIPPED,
+            SerialState.RECEIVED,
+        ]
+    verified = scan(t.buyer_warehouse, code(t.lot_200, "A-1"), "verify", t.net.wholesaler_storage)
+    assert verified.verdict == "accepted", verified.reasons
+    assert verified.warnings == []  # received: not "in transit"
+    assert chain.verify().ok
+
+
+def test_packs_of_a_line_received_short_stay_shipped(shipping):
+    """Which packs of a short or damaged line arrived is known only by scanning them."""
+    t = shipping
+    shipment = picked_and_dispatched(t, "B-1")
+    lines = {line.batch_id: line for line in shipment.lines.all()}
+    services.shipment_receive(
+        shipment=shipment,
+        lines=[
+            {"line": lines[t.lot_200.pk].pk, "received_quantity": 39, "damaged_quantity": 1},
+            {"line": lines[t.lot_400.pk].pk, "received_quantity": 10, "damaged_quantity": 0},
+        ],
+        actor=t.buyer_warehouse,
+        reason="one case crushed",
+    )
+    pack = Serial.objects.get(serial_number="B-1")
+    assert (pack.state, pack.holder) == (SerialState.SHIPPED, t.seller)
+
+
+def test_a_ship_scan_and_the_dispatch_ship_a_pack_once(shipping):
+    t = shipping
+    shipment = planned_shipment(t, (t.vaccine, 50))
+    pick(t, shipment, t.lot_200, serial="C-1")
+    pick(t, shipment, t.lot_200, 39)
+    pick(t, shipment, t.lot_400, 10)
+    assert ship(t, shipment, t.lot_200, serial="C-1").verdict == "accepted"
+    dispatch(t, shipment)
+    pack = Serial.objects.get(serial_number="C-1")
+    assert pack.state == SerialState.SHIPPED
+    assert pack.history.filter(state=SerialState.SHIPPED).count() == 1
+
+
 def test_an_sscc_scan_receives_everything_packed_under_it(prefixed):
     t = prefixed
     shipment = planned_shipment(t, (t.vaccine, 50))
