@@ -191,6 +191,19 @@ def planned_shipment(t: Trade, *lines: tuple):
     )
 
 
+def receive_whole(t: Trade, shipment, reason: str = "goods in"):
+    """The buyer checks every shipped unit in, sound (through the service, not by scanning)."""
+    return services.shipment_receive(
+        shipment=shipment,
+        lines=[
+            {"line": line.pk, "received_quantity": line.quantity, "damaged_quantity": 0}
+            for line in shipment.lines.all()
+        ],
+        actor=t.buyer_warehouse,
+        reason=reason,
+    )
+
+
 def on_hand(batch, location) -> int:
     balance = StockBalance.objects.filter(batch=batch, location=location).first()
     return balance.on_hand if balance else 0

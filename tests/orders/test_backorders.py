@@ -10,7 +10,13 @@ from orders import services
 from orders.models import OrderStatus, ShipmentStatus
 from pharmadms.exceptions import RuleViolation
 from tests.factories import BatchFactory
-from tests.orders.conftest import allocated_units, confirmed_order, days, ledger_balanced
+from tests.orders.conftest import (
+    allocated_units,
+    confirmed_order,
+    days,
+    ledger_balanced,
+    receive_whole,
+)
 from tests.orders.test_shipments_api import client_for
 
 
@@ -31,15 +37,7 @@ def dispatch(t, shipment):
 
 
 def receive(t, shipment):
-    return services.shipment_receive(
-        shipment=shipment,
-        lines=[
-            {"line": line.pk, "received_quantity": line.quantity, "damaged_quantity": 0}
-            for line in shipment.lines.all()
-        ],
-        actor=t.buyer_warehouse,
-        reason="goods in",
-    )
+    return receive_whole(t, shipment)
 
 
 def refresh(order):

@@ -21,7 +21,13 @@ from orders.models import (
 from partners.models import PartnerKind, Role
 from pharmadms.exceptions import InvalidInput, NotFound, NotPermitted, RuleViolation
 from tests.factories import PartnerFactory, UserFactory
-from tests.orders.conftest import allocated_units, ledger_balanced, on_hand, planned_shipment
+from tests.orders.conftest import (
+    allocated_units,
+    ledger_balanced,
+    on_hand,
+    planned_shipment,
+    receive_whole,
+)
 
 ACME_PREFIX = "4012345"
 
@@ -423,15 +429,7 @@ def test_the_carrier_confirms_delivery_before_the_receipt(carried):
     with pytest.raises(RuleViolation) as refused:
         services.shipment_deliver(shipment=shipment, actor=t.driver, reason="again")
     assert refused.value.code == "already_delivered"
-    services.shipment_receive(
-        shipment=shipment,
-        lines=[
-            {"line": line.pk, "received_quantity": line.quantity, "damaged_quantity": 0}
-            for line in shipment.lines.all()
-        ],
-        actor=t.buyer_warehouse,
-        reason="goods in",
-    )
+    receive_whole(t, shipment)
     shipment.refresh_from_db()
     assert shipment.status == ShipmentStatus.RECEIVED
     shipment.order.refresh_from_db()

@@ -18,7 +18,7 @@ from orders.models import ShipmentLine, ShipmentStatus
 from orders.scanning import SHIPMENT_HANDLERS
 from tests.conftest import client_for
 from tests.factories import datamatrix
-from tests.orders.conftest import ledger_balanced, on_hand, planned_shipment
+from tests.orders.conftest import ledger_balanced, on_hand, planned_shipment, receive_whole
 
 ACME_PREFIX = "4012345"
 
@@ -296,15 +296,7 @@ def test_picked_packs_follow_a_dispatch_and_a_receipt_made_without_scanning(ship
             shipment.number,
         )
 
-    services.shipment_receive(
-        shipment=shipment,
-        lines=[
-            {"line": line.pk, "received_quantity": line.quantity, "damaged_quantity": 0}
-            for line in shipment.lines.all()
-        ],
-        actor=t.buyer_warehouse,
-        reason="checked in at the dock",
-    )
+    receive_whole(t, shipment, reason="checked in at the dock")
 
     for number in ("A-1", "A-2"):
         pack = Serial.objects.get(serial_number=number)
