@@ -18,7 +18,7 @@ records the scan; the actions that need shipments live here (``orders`` sits abo
   transaction, and its serialised packs become ``received`` in the buyer's custody. A shipment
   found short is received through the shipment's receipt (``POST /api/v1/shipments/<id>/receive/``),
   which receives the packs of every line that arrived whole; those of a short or damaged line
-  stay ``shipped`` until scanned.
+  stay ``shipped`` until a receive scan at the buyer's site identifies them, one by one.
 
 :class:`ScanViewSet` is the scan API (batches.scan_api) bound to these actions; it is the one
 registered in pharmadms/api.py.
@@ -196,6 +196,8 @@ def receive(ctx: ScanContext) -> dict[str, Any]:
         shipment = _shipment(ctx, side="buyer")
     shipment = _lock(shipment)
     if shipment.status == ShipmentStatus.RECEIVED:
+        if _left_in_transit(ctx, shipment):
+            return _identify_after_receipt(ctx, shipment)
         raise ScanRefused(
             Reason("already_received", f"shipment {shipment.number} was received already")
         )
@@ -320,6 +322,37 @@ def _units(ctx, package, expected: dict[int, int], earlier: list[ScanRecord]) ->
             )
         )
     return dict(units)
+
+
+def _left_in_transit(ctx: ScanContext, shipment: Shipment) -> bool:
+    """A pack of this shipment still ``shipped`` after its receipt: its line arrived short or
+    damaged, and the receipt could not say which packs came (orders.services)."""
+    serial = ctx.serial
+    return (
+        serial is not None
+        and serial.state == SerialState.SHIPPED
+        and serial.shipment_reference == shipment.number
+    )
+
+
+def _identify_after_receipt(ctx: ScanContext, shipment: Shipment) -> dict[str, Any]:
+    """Scanned at the buyer's site, the pack is there: it passes into the buyer's custody. Its
+    unit was booked by the receipt already (sound or damaged); nothing moves in the ledger."""
+    if ctx.location.site_id != shipment.to_site_id:
+        raise ScanRefused(
+            Reason(
+                "wrong_location",
+                f"shipment {shipment.number} is delivered to {shipment.to_site.name}, "
+                f"not to {ctx.location}",
+            )
+        )
+    ctx.serial = _receive_serial(ctx, ctx.serial, shipment)
+    return {
+        "shipment": shipment.number,
+        "serial": ctx.serial.serial_number,
+        "identified_after_receipt": True,
+        "receipt_posted": False,
+    }
 
 
 def _receive_serial(ctx: ScanContext, serial: Serial, shipment: Shipment) -> Serial:

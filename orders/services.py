@@ -1473,7 +1473,8 @@ def _serials_follow(
     follow its units, whether or not each pack is scanned again: at dispatch they are
     ``shipped``; at receipt, when the line arrived whole, ``received`` in the buyer's custody
     (shipped first, if they left before dispatch moved them). Packs of a line received short or
-    damaged stay ``shipped``: which of them arrived is known only by scanning them."""
+    damaged stay ``shipped``: which of them arrived is known only by scanning them (a receive
+    scan at the buyer's site identifies each one, orders.scanning)."""
     if not line.serials:
         return
     packs = Serial.objects.filter(

@@ -317,7 +317,7 @@ def test_picked_packs_follow_a_dispatch_and_a_receipt_made_without_scanning(ship
     assert chain.verify().ok
 
 
-def test_packs_of_a_line_received_short_stay_shipped(shipping):
+def test_packs_of_a_line_received_short_stay_shipped_until_scanned_in(shipping):
     """Which packs of a short or damaged line arrived is known only by scanning them."""
     t = shipping
     shipment = picked_and_dispatched(t, "B-1")
@@ -333,6 +333,26 @@ def test_packs_of_a_line_received_short_stay_shipped(shipping):
     )
     pack = Serial.objects.get(serial_number="B-1")
     assert (pack.state, pack.holder) == (SerialState.SHIPPED, t.seller)
+    moves = StockMove.objects.count()
+
+    # Scanned at the buyer's dock, the pack is there: it passes into the buyer's custody.
+    identified = receive(t, code(t.lot_200, "B-1"), shipment.number)
+    assert identified.verdict == "accepted", identified.reasons
+    assert identified.outcome == {
+        "shipment": shipment.number,
+        "serial": "B-1",
+        "identified_after_receipt": True,
+        "receipt_posted": False,
+    }
+    pack.refresh_from_db()
+    assert (pack.state, pack.holder, pack.shipment_reference) == (
+        SerialState.RECEIVED,
+        t.buyer,
+        "",
+    )
+    assert StockMove.objects.count() == moves  # its unit was booked by the receipt
+    assert codes(receive(t, code(t.lot_200, "B-1"), shipment.number)) == ["serial_already_received"]
+    assert codes(receive(t, code(t.lot_200), shipment.number)) == ["already_received"]
 
 
 def test_a_ship_scan_and_the_dispatch_ship_a_pack_once(shipping):
