@@ -96,16 +96,24 @@ def column_set(model: type[models.Model]) -> tuple[str, tuple[str, ...]]:
     return found
 
 
-def columns_for(digest: str, model: type[models.Model]) -> tuple[str, ...]:
+def columns_for(
+    digest: str, model: type[models.Model], found: dict[str, tuple[str, ...]] | None = None
+) -> tuple[str, ...]:
     """The columns a seal or signature with column set ``digest`` covered (UnknownColumns if
-    none is on record or the record does not match its digest)."""
+    none is on record or the record does not match its digest). ``found``: the column sets
+    read so far in one pass (a verification reads each once, not once per entry)."""
     current_digest, current = column_set(model)
     if digest in (current_digest, ""):  # "" : sealed before column sets were recorded
         return current
+    if found is not None and digest in found:
+        return found[digest]
     recorded = ColumnSet.objects.filter(digest=digest).first()
     if recorded is None or content_hash([recorded.source, recorded.columns]) != digest:
         raise UnknownColumns(f"column set {digest[:12]}… is not on record")
-    return tuple(recorded.columns)
+    columns = tuple(recorded.columns)
+    if found is not None:
+        found[digest] = columns
+    return columns
 
 
 def record_column_sets(using: str = "default") -> None:
@@ -208,41 +216,34 @@ ADVANCE_HEAD = (
 )
 
 
-def _advance_head(cursor, also: str = "") -> tuple:
-    """Take the next sequence and the head hash (and ``also``, an SQL expression), locking the
-    head row until the transaction ends."""
-    advance = f"{ADVANCE_HEAD}, {also}" if also else ADVANCE_HEAD
-    cursor.execute(advance)
+def _advance_head(cursor) -> tuple:
+    """Take the next sequence and the head hash, locking the head row until the transaction
+    ends."""
+    cursor.execute(ADVANCE_HEAD)
     row = cursor.fetchone()
     if row is None:  # a fresh (or flushed) database: the chain starts here
         ChainHead.objects.bulk_create(
             [ChainHead(id=1, sequence=0, head_hash=GENESIS)], ignore_conflicts=True
         )
-        cursor.execute(advance)
+        cursor.execute(ADVANCE_HEAD)
         row = cursor.fetchone()
     return row
 
 
-def _insert_entry(cursor, row: list, entry_hash: str, *, before: tuple[str, list] | None = None):
-    """INSERT the entry and move the head hash on; ``before`` is a data-modifying statement
-    (the sealed row's own INSERT) that PostgreSQL runs in the same round trip."""
+def _insert_entry(cursor, row: list, entry_hash: str) -> None:
+    """INSERT the entry and move the head hash on (on PostgreSQL in one round trip)."""
     insert = (
         f"INSERT INTO {_ENTRIES} ({', '.join(_COLUMNS)})"  # noqa: S608 - fixed names
         f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
     )
     if connection.vendor == "postgresql":
-        # One round trip: the row, the entry and the head's new hash in a data-modifying CTE.
-        sql, params = before or (None, [])
-        first = f"row_written AS ({sql}), " if sql else ""
         cursor.execute(
-            f"WITH {first}sealed AS ({insert} RETURNING entry_hash)"  # noqa: S608
+            f"WITH sealed AS ({insert} RETURNING entry_hash)"  # noqa: S608
             f" UPDATE {_HEAD} SET previous_hash = head_hash,"
             " head_hash = (SELECT entry_hash FROM sealed) WHERE id = 1",
-            [*params, *row],
+            row,
         )
     else:
-        if before:
-            cursor.execute(*before)
         cursor.execute(insert, row)
         cursor.execute(
             f"UPDATE {_HEAD} SET previous_hash = head_hash, head_hash = %s"  # noqa: S608
@@ -458,14 +459,8 @@ class _SealedInsert:
             with _in_transaction(), connection.cursor() as cursor:
                 cursor.execute(self.sql, self.params(row))
                 row.pk = cursor.fetchone()[0]
-                sequence, previous_hash = _advance_head(cursor)
                 own = {"object_id": row.pk} if self.own_record else {}
-                values, entry_hash = _entry_row(
-                    sequence=sequence,
-                    previous_hash=previous_hash,
-                    **{**seal, **own, "record_id": row.pk},
-                )
-                _insert_entry(cursor, values, entry_hash)
+                sequence = append(**seal, **own, record_id=row.pk)
         row._state.adding = False
         row._state.db = connection.alias
         return sequence
@@ -677,13 +672,14 @@ def verify(*, anchor: dict | None = None, key: bytes | None = None) -> Verificat
     last_flagged = 0  # the last sequence at which a finding was made
     hash_at_head = GENESIS if head_row and head_row[0] == 0 else None
     model_by_label = {m._meta.label_lower: m for m in sealed_models()}
+    column_sets: dict[str, tuple[str, ...]] = {}  # older column sets, read once each
     for batch in _entries():
         rows = _load_rows(batch, model_by_label)
         for entry in batch:
             result.checked += 1
             finding = (
                 _check_link(entry, expected_sequence, previous_hash, earlier, last_flagged)
-                or _check_row(entry, rows)
+                or _check_row(entry, rows, column_sets)
                 or _check_sealed_once(entry, sealed_ids)
             )
             if finding:
@@ -799,7 +795,7 @@ def _load_rows(batch: list[AuditEntry], model_by_label) -> dict[tuple[str, int],
     return rows
 
 
-def _check_row(entry: AuditEntry, rows) -> Finding | None:
+def _check_row(entry: AuditEntry, rows, column_sets: dict) -> Finding | None:
     if entry.source == EVENT:
         if content_hash(entry.payload) != entry.content_hash:
             return Finding(entry.sequence, "content_changed", "the event's content was changed")
@@ -810,7 +806,7 @@ def _check_row(entry: AuditEntry, rows) -> Finding | None:
             entry.sequence, "row_missing", f"{entry.source} row {entry.record_id} is gone"
         )
     try:
-        content = row_content(row, columns_for(entry.column_set, type(row)))
+        content = row_content(row, columns_for(entry.column_set, type(row), column_sets))
     except UnknownColumns as unknown:
         return Finding(entry.sequence, "content_changed", f"{entry.source}: {unknown}")
     if content_hash(content) != entry.content_hash:

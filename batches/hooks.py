@@ -39,9 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from django.db import connection
-
-from pharmadms.prepared import PreparedQuery
+from pharmadms.prepared import OneRow, PreparedQuery
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -102,14 +100,10 @@ def _closed_gates(batch: Batch, gated: list[HoldCheck]) -> set[HoldCheck]:
     """The gated checks whose gate finds no row for ``batch`` here."""
     if not gated or batch.pk is None:
         return set()
-    parts, params = [], []
+    read = OneRow()
     for check in gated:
-        sql, gate_params = _prepared_gate(_gates[check]).statement(batch_id=batch.pk)
-        parts.append(f"EXISTS ({sql})")
-        params.extend(gate_params)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(parts)}", params)
-        found = cursor.fetchone()
+        read.exists(_prepared_gate(_gates[check]), batch_id=batch.pk)
+    _, found = read.run()
     return {check for check, open_ in zip(gated, found, strict=True) if not open_}
 
 

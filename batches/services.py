@@ -637,7 +637,7 @@ def stock_allocate(
     # Lock candidates in pk order (the ledger's order), then take them in FEFO order.
     candidates = list(
         StockBalance.objects.select_for_update(of=("self",))
-        .select_related("batch")
+        .select_related("batch", "location")
         .filter(
             batch__product=product,
             batch__status=BatchStatus.RELEASED,
@@ -648,8 +648,8 @@ def stock_allocate(
         )
         .order_by("pk")
     )
-    # A lot under a hold (an open recall, a temperature excursion: batches.hooks) is never
-    # allocated, wherever it lies.
+    # Stock under a hold (an open recall of its lot, a temperature excursion at its location:
+    # batches.hooks) is never allocated.
     candidates = [row for row in candidates if not lot_holds(row.batch, row.location)]
     candidates.sort(key=lambda row: (row.batch.expires_on, row.batch_id, row.location_id))
     available = sum(row.on_hand - row.allocated for row in candidates)

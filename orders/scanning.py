@@ -208,14 +208,7 @@ def receive(ctx: ScanContext) -> dict[str, Any]:
                 f"shipment {shipment.number} is {shipment.status}: it has not been dispatched",
             )
         )
-    if ctx.location.site_id != shipment.to_site_id:
-        raise ScanRefused(
-            Reason(
-                "wrong_location",
-                f"shipment {shipment.number} is delivered to {shipment.to_site.name}, "
-                f"not to {ctx.location}",
-            )
-        )
+    _require_destination(ctx, shipment)
     # The shipment was dispatched (checked above): its shipped lines are those with units.
     lines = list(shipment.lines.shipped().select_related("batch").order_by("id"))
     expected: dict[int, int] = defaultdict(int)
@@ -324,6 +317,17 @@ def _units(ctx, package, expected: dict[int, int], earlier: list[ScanRecord]) ->
     return dict(units)
 
 
+def _require_destination(ctx: ScanContext, shipment: Shipment) -> None:
+    if ctx.location.site_id != shipment.to_site_id:
+        raise ScanRefused(
+            Reason(
+                "wrong_location",
+                f"shipment {shipment.number} is delivered to {shipment.to_site.name}, "
+                f"not to {ctx.location}",
+            )
+        )
+
+
 def _left_in_transit(ctx: ScanContext, shipment: Shipment) -> bool:
     """A pack of this shipment still ``shipped`` after its receipt: its line arrived short or
     damaged, and the receipt could not say which packs came (orders.services)."""
@@ -338,14 +342,7 @@ def _left_in_transit(ctx: ScanContext, shipment: Shipment) -> bool:
 def _identify_after_receipt(ctx: ScanContext, shipment: Shipment) -> dict[str, Any]:
     """Scanned at the buyer's site, the pack is there: it passes into the buyer's custody. Its
     unit was booked by the receipt already (sound or damaged); nothing moves in the ledger."""
-    if ctx.location.site_id != shipment.to_site_id:
-        raise ScanRefused(
-            Reason(
-                "wrong_location",
-                f"shipment {shipment.number} is delivered to {shipment.to_site.name}, "
-                f"not to {ctx.location}",
-            )
-        )
+    _require_destination(ctx, shipment)
     ctx.serial = _receive_serial(ctx, ctx.serial, shipment)
     return {
         "shipment": shipment.number,

@@ -128,20 +128,15 @@ class _Compiled:
 
 
 class PreparedQuery:
-    """A queryset built by ``build(**values)``, compiled once per connection (see the module
-    doc); ``kinds`` names each value and its type (``int`` or ``str``)."""
+    """A queryset built by ``build(**values)``, compiled once per connection of the default
+    database (see the module doc); ``kinds`` names each value and its type (``int`` or
+    ``str``)."""
 
-    def __init__(
-        self,
-        build: Callable[..., QuerySet],
-        *,
-        using: str = DEFAULT_DB_ALIAS,
-        **kinds: type,
-    ) -> None:
+    def __init__(self, build: Callable[..., QuerySet], **kinds: type) -> None:
         for name, kind in kinds.items():
             if kind not in (int, str):
                 raise TypeError(f"prepared query value {name}: int or str, not {kind!r}")
-        self.build, self.kinds, self.using = build, kinds, using
+        self.build, self.kinds = build, kinds
         # Per connection object (each thread has its own): a compiler belongs to one.
         self._compiled: weakref.WeakKeyDictionary[Any, _Compiled] = weakref.WeakKeyDictionary()
 
@@ -152,7 +147,7 @@ class PreparedQuery:
         }
 
     def compiled(self) -> _Compiled:
-        connection = connections[self.using]
+        connection = connections[DEFAULT_DB_ALIAS]
         compiled = self._compiled.get(connection)
         if compiled is None:
             placeholders = self._placeholders()
@@ -171,7 +166,7 @@ class PreparedQuery:
         compiled = self.compiled()
         if compiled.model is None:
             raise TypeError("prepared query: all() and first() need a queryset of models")
-        with connections[self.using].cursor() as cursor:
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         return compiled.instances(rows)

@@ -11,6 +11,7 @@ from audit.chain import column_set, content_hash, row_content, verify
 from audit.models import AuditEntry
 from batches import scanning
 from batches.models import ScanRecord
+from tests.conftest import append_only_guard_lifted
 from tests.factories import BatchFactory, ProductFactory, datamatrix
 
 
@@ -46,11 +47,18 @@ def test_the_row_and_its_seal_are_written_together_and_verify(network, lot):
     assert sequences == list(range(1, len(sequences) + 1))  # one unbroken chain
 
 
-def test_a_changed_row_no_longer_matches_its_seal(network, lot):
+def test_a_row_changed_after_its_seal_breaks_the_chain_there(network, lot):
     record = scan(network, lot, "t-1")
     entry = AuditEntry.objects.get(source="batches.scanrecord", record_id=record.pk)
-    record.verdict = "refused"
-    assert entry.content_hash != content_hash(row_content(record))
+    with append_only_guard_lifted(connection), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ScanRecord._meta.db_table} SET verdict = %s WHERE id = %s",  # noqa: S608
+            ["refused", record.pk],
+        )
+
+    result = verify()
+    assert not result.ok
+    assert (result.first.sequence, result.first.problem) == (entry.sequence, "content_changed")
 
 
 @pytest.mark.django_db(transaction=True)
