@@ -59,20 +59,12 @@ class State:
     )
 
     @classmethod
-    def of(cls, row) -> State:
-        return cls(**{name: getattr(row, name) for name in cls.FIELDS})
-
-    @classmethod
     def from_values(cls, values) -> State:
         """From the values of ``FIELDS`` in their order (a ``values_list`` row)."""
         return cls(*values)
 
     def values(self) -> tuple:
         return _state_values(self)
-
-    def copy_to(self, row) -> None:
-        for name in self.FIELDS:
-            setattr(row, name, getattr(self, name))
 
 
 _state_values = operator.attrgetter(*State.FIELDS)

@@ -787,7 +787,7 @@ def _trips_of(
                 f"FROM {ShipmentLine._meta.db_table} AS sl "
                 f"JOIN {Batch._meta.db_table} AS b ON b.id = sl.batch_id "
                 f"JOIN {Product._meta.db_table} AS pr ON pr.id = b.product_id "
-                "WHERE sl.shipment_id = ANY(%b::bigint[])) AS s "
+                "WHERE sl.shipment_id = ANY(%b::bigint[]) AND sl.quantity > 0) AS s "
                 f"JOIN {TemperatureProfile._meta.db_table} AS p "
                 "ON p.storage_class_id = s.storage_class_id AND p.is_active "
                 f"JOIN {ExcursionRule._meta.db_table} AS r ON r.profile_id = p.id AND r.is_active "

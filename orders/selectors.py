@@ -12,7 +12,6 @@ from partners.models import Partner
 from partners.selectors import partner_may_receive
 
 from .models import (
-    SHIPMENT_SENT_STATUSES,
     Agreement,
     AgreementPrice,
     AgreementStatus,
@@ -156,8 +155,6 @@ def check_order_rules(order: Order, *, on: datetime.date) -> OrderRuleDecision:
 
 
 # --- shipments -----------------------------------------------------------------------------
-
-SENT = SHIPMENT_SENT_STATUSES
 
 # 21 U.S.C. 360eee(27) (FD&C Act §581(27)): the transaction statement, made by the entity
 # transferring ownership of the product.

@@ -999,10 +999,6 @@ def _refuse_held(batch: Batch, location: Location | None) -> None:
         raise RuleViolation(hold.detail, code=hold.code, extra={"reference": hold.reference})
 
 
-def _shipment_id(value: Any) -> Any:
-    return value.pk if isinstance(value, Shipment) else value
-
-
 def _picking_started(lines: Iterable[ShipmentLine]) -> bool:
     return any(line.picked_quantity for line in lines)
 

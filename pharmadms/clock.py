@@ -39,10 +39,6 @@ def localdate() -> datetime.date:
     return timezone.localtime(now()).date()
 
 
-def is_overridden() -> bool:
-    return _moment.get() is not None
-
-
 @contextlib.contextmanager
 def at(moment: datetime.datetime | datetime.date) -> Iterator[datetime.datetime]:
     """Run the block as if the business moment were ``moment`` (a date means its noon, local

@@ -36,16 +36,15 @@ from orders.models import ShipmentLine
 from partners.models import LocationKind
 
 from .models import Recall
-from .selectors import SHIPPED_STATUSES, Trace, trace_forward
+from .selectors import Trace, trace_forward
 
 
 def _shipping_events(batch: Batch, trace: Trace) -> list[dict[str, Any]]:
     """The shipping event of every shipment carrying ``batch`` along an edge of the trace."""
     edges = {(edge.supplier_id, edge.consignee_id) for edge in trace.edges}
     lines = (
-        ShipmentLine.objects.filter(
-            batch=batch, quantity__gt=0, shipment__status__in=SHIPPED_STATUSES
-        )
+        ShipmentLine.objects.shipped()
+        .filter(batch=batch)
         .select_related(
             "batch__product__manufacturer",
             "shipment__order__buyer",

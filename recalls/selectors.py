@@ -30,12 +30,12 @@ from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Sum, Val
 from batches.hooks import Hold
 from batches.models import Batch, MoveKind, StockBalance, StockMove
 from orders.models import (
+    SHIPMENT_SENT_STATUSES,
     Order,
     ReturnLine,
     ReturnStatus,
     Shipment,
     ShipmentLine,
-    ShipmentStatus,
 )
 from partners.models import Location, LocationKind, Partner
 
@@ -43,8 +43,6 @@ from .models import Recall, RecallConsignee, RecallLot
 
 Direction = Literal["forward", "backward"]
 DIRECTIONS: tuple[Direction, ...] = ("forward", "backward")
-# Units have left the seller once a shipment is dispatched.
-SHIPPED_STATUSES = (ShipmentStatus.DISPATCHED, ShipmentStatus.DELIVERED, ShipmentStatus.RECEIVED)
 # Returned units have left the customer once the seller received them.
 RETURNED_STATUSES = (ReturnStatus.RECEIVED, ReturnStatus.DISPOSED)
 # A real chain has three or four tiers; the bound only stops a cycle (A sells to B, B to A).
@@ -177,7 +175,7 @@ def _walk_params(batch_id: int, origin_id: int) -> dict[str, Any]:
     return {
         "batch": batch_id,
         "origin": origin_id,
-        "statuses": [str(status) for status in SHIPPED_STATUSES],
+        "statuses": [str(status) for status in SHIPMENT_SENT_STATUSES],
         "max": MAX_TIERS,
     }
 
@@ -196,10 +194,8 @@ def _walk_recursive(batch_id: int, origin_id: int, direction: Direction) -> list
 
 
 def _lot_lines(batch_id: int) -> QuerySet:
-    """The lot's lines that carried units: dispatched or later, and not picked short to 0."""
-    return ShipmentLine.objects.filter(
-        batch_id=batch_id, quantity__gt=0, shipment__status__in=SHIPPED_STATUSES
-    )
+    """The lot's lines that carried units (ShipmentLine.objects.shipped() decides)."""
+    return ShipmentLine.objects.shipped().filter(batch_id=batch_id)
 
 
 def _walk_by_tier(batch_id: int, origin_id: int, direction: Direction) -> list[TraceEdge]:
@@ -417,15 +413,6 @@ def visible_recalls(user) -> QuerySet[Recall]:
         return queryset
     consigned = RecallConsignee.objects.filter(partner_id=user.partner_id).values("recall_id")
     return queryset.filter(Q(firm_id=user.partner_id) | Q(pk__in=consigned))
-
-
-def active_recall_of(batch_id: int) -> Recall | None:
-    """The latest recall (not a drill) holding this lot, if any."""
-    return (
-        Recall.objects.filter(lots__batch_id=batch_id, is_drill=False)
-        .order_by("-opened_at", "-id")
-        .first()
-    )
 
 
 def recall_returns(

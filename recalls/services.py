@@ -922,13 +922,3 @@ def recall_drill_run(
 
 
 # --- in-app notices --------------------------------------------------------------------------
-
-
-def notice_mark_read(*, notice: RecallNotice, actor: User) -> RecallNotice:
-    """A member of the notified partner has read the notice (the first reading counts)."""
-    if actor.partner_id != notice.partner_id:
-        raise NotPermitted("this notice is addressed to another organisation")
-    if notice.read_at is None:
-        notice.read_at = timezone.now()
-        notice.save(update_fields=["read_at"])
-    return notice

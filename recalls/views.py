@@ -102,8 +102,17 @@ def recall_page(request, pk: int):
                     raise InvalidInput(f"{name} is a whole number", code="invalid_quantity")
                 return int(value)
 
-            batch_id = request.POST.get("batch")
-            batch = recall.lots.get(batch_id=int(batch_id)).batch if batch_id else None
+            batch = None
+            batch_id = request.POST.get("batch", "").strip()
+            if batch_id:
+                lot = (
+                    recall.lots.filter(batch_id=int(batch_id)).select_related("batch").first()
+                    if batch_id.isdigit()
+                    else None
+                )
+                if lot is None:
+                    raise InvalidInput("that lot is not in this recall", code="lot_not_recalled")
+                batch = lot.batch
             services.recall_acknowledge(
                 recall=recall,
                 actor=user,

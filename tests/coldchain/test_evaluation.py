@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from audit.history import update_with_reason
 from coldchain import services
 from coldchain.models import EvaluationState, Excursion, ExcursionStatus
 from coldchain.services import ingest_messages
@@ -254,3 +255,21 @@ def test_one_reading_an_evaluation(trip, ingest):
     assert state.readings_evaluated == 200
     assert state.full_evaluations == 0
     assert state.position_at == minutes(trip, 199)
+
+
+def test_a_line_that_carried_nothing_brings_no_rules_on_either_database(trip):
+    """The rules of a trip come from the storage classes of the lines that carried units:
+    PostgreSQL's query and SQLite's agree (a line picked short to nothing carried none)."""
+    t = trip
+    ExcursionRuleFactory(profile=t.profile)
+    pair = (t.shipment.pk, t.logger.pk)
+    assert services._trips_of([pair])[pair][2]  # the vaccine's line brings its rules
+    for line in t.shipment.lines.all():
+        update_with_reason(
+            line,
+            actor=t.trade.seller_warehouse,
+            reason="test: carried nothing",
+            changes={"quantity": 0},
+            editable={"quantity"},
+        )
+    assert services._trips_of([pair]) == {}

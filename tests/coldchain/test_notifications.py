@@ -64,11 +64,15 @@ def test_an_opened_excursion_is_mailed_to_each_qa_officer_of_seller_and_buyer(
 
 def test_nothing_is_mailed_before_the_commit(trip, people, django_capture_on_commit_callbacks):
     ExcursionRuleFactory(profile=trip.profile, kind="instant")
-    mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         ingest_messages([message("LG-0001", series(trip, [5, 12]))])
-    assert mail.outbox == []
-    assert callbacks  # the evaluation (and its notices) wait for the commit
+    assert callbacks  # the evaluation waits for the readings' commit
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.readings_evaluate([(trip.shipment.pk, trip.logger.pk, None)])
+    assert Excursion.objects.filter(shipment=trip.shipment).exists()  # found, in the transaction
+    assert mail.outbox == []  # ... and its notices wait for the commit
+    assert callbacks
 
 
 def test_a_closed_excursion_is_mailed_with_the_disposition(

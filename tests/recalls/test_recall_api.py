@@ -276,3 +276,14 @@ def test_a_consignee_answers_on_the_recall_page(traded, client):
     )
     assert refused.status_code == 409
     assert "returned_exceeds_shipped" in refused.content.decode()
+
+
+@pytest.mark.parametrize("batch", ["abc", "999999999"])
+def test_a_lot_not_in_the_recall_is_refused_on_the_page(traded, client, batch):
+    c = traded
+    recall_id = open_over_api(c).data["recall"]["id"]
+    client.force_login(c.p2.buyer)
+    answer = client.post(f"/recalls/{recall_id}/", {"batch": batch, "quantity_on_hand": "1"})
+    assert answer.status_code == 400
+    assert "lot_not_recalled" in answer.content.decode()
+    assert Recall.objects.get().consignees.get(partner=c.p2.partner).acknowledged_at is None
