@@ -1283,6 +1283,8 @@ def _finding_fields(finding: Finding) -> dict[str, Any]:
 
 
 def _apply(plan: _Plan, numbers: list[str], outcome: EvaluationOutcome) -> None:
+    if not (plan.updates or plan.creates or plan.withdrawals):
+        return  # a rule that started again and found nothing: nothing to write
     system = system_account()  # the platform found (or withdrew) these excursions by itself
     for excursion, finding in plan.updates:
         changes = {
