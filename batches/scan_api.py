@@ -18,6 +18,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.utils.serializer_helpers import BindingDict
 
 from partners.models import Role
 from pharmadms.viewsets import PartnerScopedMixin, StrictFieldsMixin
@@ -117,11 +118,24 @@ class DecommissionField(_CodedField, serializers.ChoiceField):
 
 
 class ScanRequestSerializer(StrictFieldsMixin, serializers.Serializer):
-    def get_fields(self) -> dict[str, serializers.Field]:
-        """Copies of the declared fields, as DRF gives each serializer; shallow ones: no field
-        here changes what it shares with the declared one (validators, choices, messages),
-        and on the scan path DRF's deep copy cost more than the whole validation."""
-        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+    """A scan request. Its fields are bound once, to one instance of their own, and shared by
+    every request (DRF copies and binds them for each serializer: on the scan path that was
+    a third of the validation). Validating keeps no state in a field, so threads may share
+    them; the fields read nothing of their parent but ``partial``, which is never set here."""
+
+    _bound: ClassVar[BindingDict | None] = None
+
+    @property
+    def fields(self) -> BindingDict:
+        bound = ScanRequestSerializer._bound
+        if bound is None:
+            owner = ScanRequestSerializer.__new__(ScanRequestSerializer)
+            owner.partial, owner._context, owner.parent = False, {}, None
+            bound = BindingDict(owner)
+            for name, field in self._declared_fields.items():
+                bound[name] = copy.deepcopy(field)
+            ScanRequestSerializer._bound = bound
+        return bound
 
     code = CodeField(help_text="the scanned text as the scanner sent it (FNC1 as GS, 0x1D)")
     action = ActionField(choices=ScanAction.choices)

@@ -101,7 +101,7 @@ class _Compiled:
     def bind(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
         """The SQL and its parameters for ``values`` (an SQL value goes into the text)."""
         if not any(isinstance(value, SQL) for value in values.values()):
-            return self.sql, [values[value] if named else value for named, value in self.params]
+            return self.sql, self.values(values)
         parts, params = [self.chunks[0]], []
         for (named, value), chunk in zip(self.params, self.chunks[1:], strict=True):
             value = values[value] if named else value
@@ -112,6 +112,14 @@ class _Compiled:
                 params.append(value)
             parts.append(chunk)
         return "".join(parts), params
+
+    def values(self, values: dict[str, Any]) -> list[Any]:
+        """The parameters for ``values``, but those that are SQL (they went into the text)."""
+        return [
+            values[value] if named else value
+            for named, value in self.params
+            if not (named and isinstance(values[value], SQL))
+        ]
 
     def instances(self, rows: list) -> list[Model]:
         if self.converters:
@@ -146,8 +154,10 @@ class PreparedQuery:
             for index, (name, kind) in enumerate(self.kinds.items())
         }
 
-    def compiled(self) -> _Compiled:
-        connection = connections[DEFAULT_DB_ALIAS]
+    def compiled(self, connection=None) -> _Compiled:
+        """The query compiled on ``connection`` (the default database's, by default)."""
+        if connection is None:
+            connection = connections[DEFAULT_DB_ALIAS]
         compiled = self._compiled.get(connection)
         if compiled is None:
             placeholders = self._placeholders()
@@ -194,18 +204,25 @@ class OneRow:
         recalled = read.exists(RECALLED, batch_id=read.column(lot, "id"))
         (batch,), (is_recalled,) = read.run()
 
-    Each query's row comes back as its instance, or None where it found no row.
+    Each query's row comes back as its instance, or None where it found no row. The statement
+    is written once per connection for each shape (its queries and tests, and the SQL given as
+    values); afterwards a read only binds the values.
     """
+
+    # Per connection: the statement of each shape read on it.
+    _statements: weakref.WeakKeyDictionary[Any, dict[tuple, str]] = weakref.WeakKeyDictionary()
 
     def __init__(self) -> None:
         self._queries: list[tuple[PreparedQuery, dict[str, Any]]] = []
         self._tests: list[tuple[PreparedQuery, dict[str, Any]]] = []
 
     def query(self, query: PreparedQuery, **values: Any) -> int:
+        query._check(values)
         self._queries.append((query, values))
         return len(self._queries) - 1
 
     def exists(self, query: PreparedQuery, **values: Any) -> int:
+        query._check(values)
         self._tests.append((query, values))
         return len(self._tests) - 1
 
@@ -216,29 +233,38 @@ class OneRow:
 
     def run(self) -> tuple[list[Model | None], list[bool]]:
         """The instances (or None) of the queries, in order, and the tests' answers."""
-        compiled = [query.compiled() for query, _ in self._queries]
-        named, params = [], []
-        for index, ((query, values), part) in enumerate(zip(self._queries, compiled, strict=True)):
-            part_sql, part_params = query.statement(**values)
-            names = ", ".join(f"c{n}" for n in range(part.width))
-            named.append(f"q{index}({names}) AS ({part_sql})")
-            params.extend(part_params)
-        selected = [f"q{index}.*" for index in range(len(compiled))]
-        for query, values in self._tests:
-            test_sql, test_params = query.statement(**values)
-            selected.append(f"EXISTS ({test_sql})")
-            params.extend(test_params)
-        joins = "".join(f" LEFT JOIN q{index} ON true" for index in range(len(compiled)))
-        # Only compiled SQL and names of our own go into the text; every value is a parameter.
-        head = f"WITH {', '.join(named)} " if named else ""
-        sql = f"{head}SELECT {', '.join(selected) or '1'} FROM (SELECT 1) AS one{joins}"  # noqa: S608
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        connection = connections[DEFAULT_DB_ALIAS]
+        parts = [(query.compiled(connection), values) for query, values in self._queries]
+        tests = [(query.compiled(connection), values) for query, values in self._tests]
+        shape = tuple(
+            (compiled, tuple(sorted(item for item in values.items() if isinstance(item[1], SQL))))
+            for compiled, values in parts + tests
+        )
+        statements = self._statements.setdefault(connection, {})
+        sql = statements.get(shape)
+        if sql is None:
+            sql = statements[shape] = self._statement(parts, tests)
+        params = [param for compiled, values in parts + tests for param in compiled.values(values)]
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
         found: list[Model | None] = []
         at = 0
-        for part in compiled:
-            own = row[at : at + part.width]
-            at += part.width
-            found.append(None if own[part.pk_at] is None else part.instances([own])[0])
+        for compiled, _ in parts:
+            own = row[at : at + compiled.width]
+            at += compiled.width
+            found.append(None if own[compiled.pk_at] is None else compiled.instances([own])[0])
         return found, [bool(value) for value in row[at:]]
+
+    @staticmethod
+    def _statement(parts: list, tests: list) -> str:
+        named = []
+        for index, (compiled, values) in enumerate(parts):
+            names = ", ".join(f"c{n}" for n in range(compiled.width))
+            named.append(f"q{index}({names}) AS ({compiled.bind(values)[0]})")
+        selected = [f"q{index}.*" for index in range(len(parts))]
+        selected += [f"EXISTS ({compiled.bind(values)[0]})" for compiled, values in tests]
+        joins = "".join(f" LEFT JOIN q{index} ON true" for index in range(len(parts)))
+        # Only compiled SQL and names of our own go into the text; every value is a parameter.
+        head = f"WITH {', '.join(named)} " if named else ""
+        return f"{head}SELECT {', '.join(selected) or '1'} FROM (SELECT 1) AS one{joins}"  # noqa: S608

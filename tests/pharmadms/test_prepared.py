@@ -4,7 +4,7 @@ OneRow reads several of them, and EXISTS tests, in one statement."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import FilteredRelation, Q
 from django.test.utils import CaptureQueriesContext
 
@@ -130,3 +130,19 @@ def test_one_row_with_nothing_found(db):
     read.query(LOCATION, location_id=10**9)
     (location,), tests = read.run()
     assert (location, tests) == (None, [])
+
+
+def test_one_row_writes_its_statement_once_per_shape_and_binds_each_read(network, lot):
+    def lot_and_its_siblings(lot_number: str) -> OneRow:
+        read = OneRow()
+        found = read.query(LOT, gtin="09501101530003", lot=lot_number)
+        read.exists(PRODUCT_LOTS, batch_id=read.column(found, "id"))
+        return read
+
+    (first,), (first_has_lots,) = lot_and_its_siblings("L1").run()
+    known = dict(OneRow._statements[connections["default"]])
+    (second,), (second_has_lots,) = lot_and_its_siblings("NONE").run()
+
+    assert (first, first_has_lots) == (lot, True)
+    assert (second, second_has_lots) == (None, False)
+    assert OneRow._statements[connections["default"]] == known  # the same shape: no new text
