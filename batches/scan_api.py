@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import django_filters
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
@@ -252,7 +253,11 @@ class ScanAnswerSerializer(ScanRecordSerializer):
         fields = [*ScanRecordSerializer.Meta.fields, "replayed"]
 
 
-_TIMESTAMP = serializers.DateTimeField()
+def _timestamp(moment) -> str:
+    """What DRF's DateTimeField gives (ISO 8601 in the current time zone, UTC as Z), at a
+    fraction of its cost."""
+    text = timezone.localtime(moment).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def scan_answer(record: ScanRecord, *, replayed: bool) -> dict[str, Any]:
@@ -262,7 +267,7 @@ def scan_answer(record: ScanRecord, *, replayed: bool) -> dict[str, Any]:
     return {
         "id": record.pk,
         "scan_id": record.scan_id,
-        "created_at": _TIMESTAMP.to_representation(record.created_at),
+        "created_at": _timestamp(record.created_at),
         "user": record.user.username,
         "location": record.location_id,
         "location_code": record.location.code,

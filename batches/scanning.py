@@ -268,15 +268,13 @@ _LOT_AND_PACK = PreparedQuery(
 _PRODUCT = PreparedQuery(lambda gtin: Product.objects.filter(gtin=gtin).order_by()[:1], gtin=str)
 _LOCATION = PreparedQuery(
     lambda location_id: (
-        Location.objects.select_related("site__partner")
-        .filter(pk=location_id, is_active=True)
-        .order_by()
+        Location.objects.select_related("site").filter(pk=location_id, is_active=True).order_by()
     ),
     location_id=int,
 )
 _PARTNER_LOCATION = PreparedQuery(
     lambda location_id, partner_id: (
-        Location.objects.select_related("site__partner")
+        Location.objects.select_related("site")
         .filter(pk=location_id, is_active=True, site__partner_id=partner_id)
         .order_by()
     ),
@@ -539,6 +537,8 @@ def verify(ctx: ScanContext) -> dict[str, Any]:
     return outcome
 
 
+_ACTIONS = frozenset(ScanAction.values)
+
 LOT_HANDLERS: dict[str, Handler] = {
     ScanAction.PUTAWAY: putaway,
     ScanAction.COUNT: count,
@@ -568,7 +568,7 @@ def scan_submit(
     read answers a record, accepted or refused.
     """
     handlers = {**LOT_HANDLERS, **(handlers or {})}
-    if action not in ScanAction.values:
+    if action not in _ACTIONS:
         raise InvalidInput(f"unknown action {action!r}", code="unknown_action")
     require_role(actor, *SCAN_ROLES[action])
     reading = gs1.parse(code)

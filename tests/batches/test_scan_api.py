@@ -8,11 +8,12 @@ import pytest
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from batches import services as stock
 from batches.models import ScanAction, ScanRecord, StockMove
-from batches.scan_api import ScanAnswerSerializer
+from batches.scan_api import ScanAnswerSerializer, _timestamp
 from partners.models import Role
 from tests.factories import BatchFactory, ProductFactory, UserFactory, datamatrix
 
@@ -273,3 +274,10 @@ def test_refusals_write_only_their_scan_over_the_api(network, lot):
     client_for(network.warehouse).post(API, body(network, lot, action="putaway"))
     assert StockMove.objects.count() == moves
     assert ScanRecord.objects.get().verdict == "refused"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York"])
+def test_the_answer_writes_its_time_as_drf_does_in_any_time_zone(zone):
+    moment = datetime.datetime(2026, 11, 28, 15, 4, 5, 123456, tzinfo=datetime.UTC)
+    with timezone.override(zone):
+        assert _timestamp(moment) == serializers.DateTimeField().to_representation(moment)
