@@ -22,8 +22,10 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.utils import timezone
+
+from pharmadms.prepared import reused_cursor
 
 from .models import AuditAction, AuditEntry, ChainHead, ColumnSet
 
@@ -288,12 +290,10 @@ def _entry_values(
     }
 
 
-def _entry_params(values: dict[str, Any]) -> list:
+def _entry_params(values: dict[str, Any], db=connection) -> list:
     """The entry's values as parameters of its INSERT, in _COLUMNS order."""
     row = [values.get(name) for name in _COLUMNS]
-    row[_COLUMNS.index("occurred_at")] = connection.ops.adapt_datetimefield_value(
-        values["occurred_at"]
-    )
+    row[_COLUMNS.index("occurred_at")] = db.ops.adapt_datetimefield_value(values["occurred_at"])
     payload = values["payload"]
     row[_COLUMNS.index("payload")] = None if payload is None else json.dumps(payload)
     return row
@@ -333,7 +333,8 @@ def append(
     ``head`` is the (sequence, previous hash) pair that the caller took with ADVANCE_HEAD in
     this same transaction, when it folded that into a statement of its own.
     """
-    with _in_transaction(), connection.cursor() as cursor:
+    cursor = reused_cursor()
+    with _in_transaction():
         sequence, previous_hash = head or _advance_head(cursor)
         row, entry_hash = _entry_row(
             sequence=sequence,
@@ -446,26 +447,29 @@ class _SealedInsert:
             " FROM head, row_written RETURNING sequence, record_id"
         )
 
-    def params(self, row: models.Model) -> list:
-        return [f.get_db_prep_save(f.pre_save(row, True), connection) for f in self.fields]
+    def params(self, row: models.Model, db) -> list:
+        return [f.get_db_prep_save(f.pre_save(row, True), db) for f in self.fields]
 
     def write(self, row: models.Model, seal: dict[str, Any]) -> int:
         """Write ``row`` and its seal (append()'s arguments but the record id, and for a row
         that is its own record the object id); returns the sequence."""
+        # The connection itself, not django.db.connection: each of the fields' look-ups through
+        # that proxy finds the thread's connection anew.
+        db = connections[DEFAULT_DB_ALIAS]
+        cursor = reused_cursor(db)
         if self.sealed_sql:  # one statement: a transaction of its own when called bare
-            with connection.cursor() as cursor:
-                sequence, row.pk = self._write_in_one(cursor, row, seal)
+            sequence, row.pk = self._write_in_one(cursor, row, seal, db)
         else:
-            with _in_transaction(), connection.cursor() as cursor:
-                cursor.execute(self.sql, self.params(row))
+            with _in_transaction():
+                cursor.execute(self.sql, self.params(row, db))
                 row.pk = cursor.fetchone()[0]
                 own = {"object_id": row.pk} if self.own_record else {}
                 sequence = append(**seal, **own, record_id=row.pk)
         row._state.adding = False
-        row._state.db = connection.alias
+        row._state.db = db.alias
         return sequence
 
-    def _write_in_one(self, cursor, row: models.Model, seal: dict[str, Any]) -> tuple[int, int]:
+    def _write_in_one(self, cursor, row: models.Model, seal: dict[str, Any], db) -> tuple[int, int]:
         # Sequence, link and ids are the database's to fill in; the body is ours.
         mark = f"\ue000{uuid.uuid4().hex}\ue001"  # where the row's id goes in the body's text
         if self.own_record:
@@ -479,10 +483,10 @@ class _SealedInsert:
             body_params = [hashlib.sha256(text.encode()).hexdigest()]
         constants = [
             value
-            for name, value in zip(_COLUMNS, _entry_params(values), strict=True)
+            for name, value in zip(_COLUMNS, _entry_params(values, db), strict=True)
             if name not in self.taken_in_sql
         ]
-        cursor.execute(self.sealed_sql, [*self.params(row), *body_params, *constants])
+        cursor.execute(self.sealed_sql, [*self.params(row, db), *body_params, *constants])
         return cursor.fetchone()
 
 

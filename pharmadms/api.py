@@ -41,7 +41,6 @@ from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteVi
 from recalls.api import RecallViewSet, TraceView
 
 router = DefaultRouter()
-# URLs are tried in order, and a scan station waits for every scan: scans come first.
 router.register("scans", ScanViewSet, basename="scan")
 router.register("partners", PartnerViewSet, basename="partner")
 router.register("licences", LicenceViewSet, basename="licence")
@@ -66,6 +65,10 @@ router.register("excursion-rules", ExcursionRuleViewSet, basename="excursionrule
 router.register("recalls", RecallViewSet, basename="recall")
 
 urlpatterns = [
+    # URLs are tried in order, and a scan station waits for every scan: the scans' first (the
+    # decode page before them, or the scan detail route would take it).
+    path("scans/decode/", ScanDecodeView.as_view(), name="scan-decode"),
+    path("", include(router.urls)),
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("audit/verify/", AuditVerifyView.as_view(), name="audit-verify"),
     path("audit/lineage/", AuditLineageView.as_view(), name="audit-lineage-api"),
@@ -77,7 +80,6 @@ urlpatterns = [
     path("batches/<int:pk>/label.pdf", BatchLabelPdfView.as_view(), name="batch-label-pdf"),
     path("packages/<str:sscc>/label.png", PackageLabelPngView.as_view(), name="package-label-png"),
     path("packages/<str:sscc>/label.pdf", PackageLabelPdfView.as_view(), name="package-label-pdf"),
-    path("scans/decode/", ScanDecodeView.as_view(), name="scan-decode"),
     # The temperature record (coldchain/api.py), under the resources it belongs to.
     path("shipments/<int:pk>/readings/", ShipmentReadingsView.as_view(), name="shipment-readings"),
     path("orders/<int:pk>/readings/", OrderReadingsView.as_view(), name="order-readings"),
@@ -100,5 +102,4 @@ urlpatterns = [
         ShipmentSensorEpcisView.as_view(),
         name="shipment-temperature-epcis",
     ),
-    path("", include(router.urls)),
 ]

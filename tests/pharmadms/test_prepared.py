@@ -4,14 +4,14 @@ OneRow reads several of them, and EXISTS tests, in one statement."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 from django.db.models import FilteredRelation, Q
 from django.test.utils import CaptureQueriesContext
 
 from batches.models import Batch, Product
 from batches.services import serial_commission
 from partners.models import Location
-from pharmadms.prepared import SQL, OneRow, PreparedQuery
+from pharmadms.prepared import SQL, OneRow, PreparedQuery, reused_cursor
 from tests.factories import BatchFactory, ProductFactory
 
 LOT = PreparedQuery(
@@ -146,3 +146,28 @@ def test_one_row_writes_its_statement_once_per_shape_and_binds_each_read(network
     assert (first, first_has_lots) == (lot, True)
     assert (second, second_has_lots) == (None, False)
     assert OneRow._statements[connections["default"]] == known  # the same shape: no new text
+
+
+def test_the_reused_cursor_is_kept_per_connection_and_logged_as_django_logs(db):
+    first, again = reused_cursor(), reused_cursor()
+    assert first.cursor is again.cursor  # one psycopg (or sqlite3) cursor, wrapped anew
+
+    with CaptureQueriesContext(connection) as captured:
+        cursor = reused_cursor()
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone()[0] == 1
+    assert [query["sql"] for query in captured] == ["SELECT 1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_connection_gets_a_new_cursor_and_errors_are_djangos():
+    before, raw_before = reused_cursor().cursor, connection.connection
+    connection.close()
+    after = reused_cursor().cursor
+    # A new connection has a new cursor (Django keeps an in-memory SQLite database open).
+    assert (after is before) == (connection.connection is raw_before)
+    with pytest.raises(DatabaseError):
+        reused_cursor().execute("SELECT no_such_column FROM no_such_table")
+    cursor = reused_cursor()  # still usable after the error
+    cursor.execute("SELECT 2")
+    assert cursor.fetchone()[0] == 2
