@@ -56,9 +56,13 @@ _COLUMNS = (
 # --- canonical content ---------------------------------------------------------------------
 
 
+# Values JSON writes as they are (exact types: a subclass takes the long way below).
+_AS_IS = frozenset({str, int, bool, float, list, dict, type(None)})
+
+
 def _canonical_value(model_field: models.Field | None, value: Any) -> Any:
-    if value is None:
-        return None
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, datetime.datetime):
         if timezone.is_naive(value):
             value = timezone.make_aware(value, datetime.UTC)
