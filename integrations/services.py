@@ -15,9 +15,9 @@ import ipaddress
 import json
 import logging
 import secrets
+import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
@@ -58,6 +58,10 @@ def _require_partner_admin(actor: User, partner: Partner) -> None:
         raise NotPermitted("you can only manage your own organisation's webhooks")
 
 
+# Host names that never leave the machine or the site's own network.
+_LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".home.arpa")
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -67,8 +71,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _private_address(address: str) -> bool:
+    """Whether ``address`` is not on the public internet (loopback, private, link-local such as
+    a cloud's metadata service, reserved, multicast)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _names_a_private_host(host: str) -> bool:
+    try:
+        return _private_address(host)
+    except ValueError:  # a name: private only by its form here; its addresses are checked later
+        return host.lower().endswith(_LOCAL_NAMES) or host.lower() == "localhost"
+
+
 def webhook_url_check(url: str) -> str:
-    """An absolute https:// URL without credentials (http:// only with DEBUG or on loopback)."""
+    """An absolute https:// URL without credentials, to a public host (http:// only with DEBUG,
+    or on loopback where private hosts are allowed: WEBHOOK_ALLOW_PRIVATE_HOSTS)."""
     parts = urlsplit(url)
     if parts.scheme not in {"https", "http"} or not parts.hostname:
         raise InvalidInput("a webhook URL is an absolute https:// URL", code="invalid_url")
@@ -77,7 +98,15 @@ def webhook_url_check(url: str) -> str:
             "a webhook URL carries no credentials: the signature authenticates us",
             code="invalid_url",
         )
-    if parts.scheme == "http" and not (settings.DEBUG or _is_loopback(parts.hostname)):
+    private_allowed = settings.WEBHOOK_ALLOW_PRIVATE_HOSTS
+    if not private_allowed and _names_a_private_host(parts.hostname):
+        raise InvalidInput(
+            f"{parts.hostname} is not a public host: events are sent only to the internet",
+            code="private_host",
+        )
+    if parts.scheme == "http" and not (
+        settings.DEBUG or (private_allowed and _is_loopback(parts.hostname))
+    ):
         raise InvalidInput("a webhook URL must use https://", code="https_required")
     return url
 
@@ -235,31 +264,80 @@ def webhook_body(delivery: WebhookDelivery) -> bytes:
     return json.dumps(envelope, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer, not a new target: following it could carry a signed event to
-    an address nobody registered. The 3xx is recorded as a failed attempt."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+class _PrivateAddress(Exception):
+    """The host resolved to an address that is not public (see _private_address)."""
 
 
-_opener = urllib.request.build_opener(_RefuseRedirects)
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked, not to what the name resolves to by then: a
+    name that changed its answer in between (DNS rebinding) cannot turn the request inward."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+def tls_context() -> ssl.SSLContext:
+    """How webhook servers are trusted: the system's certificate authorities, the host name
+    checked (tests trust their own authority here)."""
+    return ssl.create_default_context()
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """As _PinnedHTTPConnection, over TLS: the certificate is still checked against the host."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=tls_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _address_of(host: str, port: int) -> str:
+    """The address to send to: the first the host resolves to; every one must be public unless
+    private hosts are allowed (a name with one private answer could be steered to it)."""
+    found = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    if not settings.WEBHOOK_ALLOW_PRIVATE_HOSTS:
+        private = [address for address in found if _private_address(address)]
+        if private:
+            raise _PrivateAddress(f"{host} resolves to {private[0]}, which is not a public address")
+    return found[0]
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
-    """POST and return (status code, error); a network failure is (None, what happened)."""
-    # The scheme was checked (https, or http on loopback / in DEBUG) when the URL was saved.
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    """POST and return (status code, error); a network failure is (None, what happened).
+
+    A redirect is an answer, not a new target: following it could carry a signed event to an
+    address nobody registered, so a 3xx is a failed attempt like any other status."""
+    # The scheme and the host were checked when the URL was saved; the address is checked here.
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    timeout = settings.WEBHOOK_TIMEOUT_SECONDS
+    connection = None
     try:
-        with _opener.open(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
+        address = _address_of(parts.hostname, port)
+        kind = _PinnedHTTPSConnection if secure else _PinnedHTTPConnection
+        connection = kind(parts.hostname, port, address=address, timeout=timeout)
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if 200 <= response.status < 300:
             return response.status, ""
-    except urllib.error.HTTPError as error:
-        return error.code, f"HTTP {error.code} {error.reason}"
-    except urllib.error.URLError as error:
-        reason = error.reason
-        return None, f"{type(reason).__name__}: {reason}"
+        return response.status, f"HTTP {response.status} {response.reason}"
+    except _PrivateAddress as refused:
+        return None, f"refused: {refused}"
     except (OSError, http.client.HTTPException, ValueError) as error:
         return None, f"{type(error).__name__}: {error}"
+    finally:
+        if connection is not None:
+            connection.close()
 
 
 def webhook_delivery_attempt(*, delivery: WebhookDelivery) -> WebhookAttempt | None:

@@ -310,6 +310,9 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "PharmaDMS <noreply@lo
 WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
 WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "5"))
 WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("WEBHOOK_BACKOFF_SECONDS", "30"))
+# Webhooks go to public hosts only: a URL on a private, loopback or link-local address (or a
+# name that resolves to one) could carry signed events, or probes, into the site's own network.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", DEBUG)
 
 # GS1 Digital Link resolvers whose URIs a scan acts on (batches.gs1): GS1's own, plus the
 # brand owners' a deployment trusts (comma-separated host names).

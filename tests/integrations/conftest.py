@@ -8,13 +8,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import trustme
 
+from integrations import services
 from partners.models import Role
 from tests.factories import UserFactory
 
@@ -69,6 +72,36 @@ def receiver():
     """A partner's webhook server, started on a free port of 127.0.0.1 for one test."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.receiver = Receiver(server)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server.receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def tls_receiver(monkeypatch):
+    """The webhook server over https, as "localhost", with a certificate of a test authority
+    that the sending side is made to trust (and a second one for another name)."""
+    authority = trustme.CA()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.receiver = Receiver(server)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.receiver.certify = lambda name: authority.issue_cert(name).configure_cert(context)
+    server.receiver.certify("localhost")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    server.receiver.https_url = f"https://localhost:{port}/hooks/pharmadms"
+
+    def trusting() -> ssl.SSLContext:
+        client = ssl.create_default_context()
+        authority.configure_trust(client)
+        return client
+
+    monkeypatch.setattr(services, "tls_context", trusting)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

@@ -275,3 +275,55 @@ def test_a_stale_pending_delivery_is_handed_back_to_the_task(
     delivery.refresh_from_db()
     assert delivery.status == "succeeded"
     assert len(receiver.requests) == 1
+
+
+def test_a_host_that_resolves_to_a_private_address_gets_nothing(
+    admins, receiver, settings, django_capture_on_commit_callbacks
+):
+    """A name registered while it pointed outside, and resolving inward by the time of sending
+    (or a deployment that stopped allowing private hosts): the attempt is refused before any
+    connection, and recorded as failed with the reason."""
+    register(
+        admins.wholesaler_admin, receiver.url.replace("127.0.0.1", "localhost"), ["order.submitted"]
+    )
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = False
+
+    announce_committed(
+        django_capture_on_commit_callbacks, "order.submitted", [admins.wholesaler.pk]
+    )
+
+    assert receiver.requests == []
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.last_status_code is None
+    assert delivery.last_error.startswith("refused: localhost resolves to ")
+    assert "not a public address" in delivery.last_error
+
+
+def test_an_event_goes_over_tls_to_the_address_checked(
+    admins, tls_receiver, django_capture_on_commit_callbacks
+):
+    register(admins.wholesaler_admin, tls_receiver.https_url, ["order.submitted"])
+
+    announce_committed(
+        django_capture_on_commit_callbacks, "order.submitted", [admins.wholesaler.pk]
+    )
+
+    [request] = tls_receiver.requests
+    assert request.path == "/hooks/pharmadms"
+    assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED
+
+
+def test_a_certificate_for_another_name_fails_the_attempt(
+    admins, tls_receiver, django_capture_on_commit_callbacks
+):
+    tls_receiver.certify("someone-else.example")
+    register(admins.wholesaler_admin, tls_receiver.https_url, ["order.submitted"])
+
+    announce_committed(
+        django_capture_on_commit_callbacks, "order.submitted", [admins.wholesaler.pk]
+    )
+
+    assert tls_receiver.requests == []
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.last_status_code is None
+    assert "SSLCertVerificationError" in delivery.last_error

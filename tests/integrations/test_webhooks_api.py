@@ -118,6 +118,35 @@ def test_a_url_that_is_not_https_is_refused(admins, url, code):
     assert (response.status_code, response.json()["code"]) == (400, code)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://10.1.2.3/hooks",
+        "https://192.168.0.10/hooks",
+        "https://127.0.0.1/hooks",
+        "https://169.254.169.254/latest/meta-data/",  # a cloud's metadata service
+        "https://[::1]/hooks",
+        "https://[::ffff:10.0.0.1]/hooks",
+        "https://localhost/hooks",
+        "https://erp.internal/hooks",
+        "https://printer.local/hooks",
+    ],
+)
+def test_a_url_to_a_private_host_is_refused(admins, settings, url):
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = False  # as in production
+    response = create(admins.wholesaler_admin, url)
+    assert (response.status_code, response.json()["code"]) == (400, "private_host")
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_a_public_host_is_accepted_where_private_ones_are_refused(admins, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = False
+    assert create(admins.wholesaler_admin, "https://erp.example.com/hooks").status_code == 201
+    assert create(admins.wholesaler_admin, "https://93.184.216.34/hooks").status_code == 201
+    response = create(admins.wholesaler_admin, "http://localhost:8080/hooks")
+    assert (response.status_code, response.json()["code"]) == (400, "private_host")
+
+
 def test_https_and_loopback_http_are_accepted(admins, receiver):
     assert create(admins.wholesaler_admin, "https://erp.example.com/hooks").status_code == 201
     assert create(admins.wholesaler_admin, "http://localhost:8080/hooks").status_code == 201
