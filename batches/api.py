@@ -27,7 +27,7 @@ from pharmadms.viewsets import (
 )
 
 from . import services
-from .models import Batch, Product, StockBalance, StockMove, StorageClass
+from .models import Batch, Product, Serial, StockBalance, StockMove, StorageClass
 
 # Twenty years: generous for any medicine, and far from the calendar's end.
 MAX_SHELF_LIFE_MONTHS = 240
@@ -417,3 +417,63 @@ class StockMoveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
             reference=data["reference"],
         )
         return Response(StockMoveSerializer(move).data, status=status.HTTP_201_CREATED)
+
+
+class SerialSerializer(serializers.ModelSerializer):
+    lot_number = serializers.CharField(source="batch.lot_number", read_only=True)
+    gtin = serializers.CharField(source="batch.product.gtin", read_only=True)
+
+    class Meta:
+        model = Serial
+        fields = [
+            "id",
+            "batch",
+            "lot_number",
+            "gtin",
+            "serial_number",
+            "state",
+            "holder",
+            "shipment_reference",
+            "decommission_reason",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class SerialDecommissionSerializer(StrictFieldsMixin, serializers.Serializer):
+    cause = serializers.ChoiceField(choices=services.DECOMMISSION_CAUSES)
+    reason = ReasonField()
+
+
+class SerialViewSet(
+    HistoryMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Serialised packs the user's partner holds or made (regulators: all), with their history;
+    the holder's QA decommissions one."""
+
+    serializer_class = SerialSerializer
+    write_roles = set(services.SERIAL_DECOMMISSION_ROLES)
+    filterset_fields = ["batch", "serial_number", "state", "shipment_reference", "holder"]
+
+    def get_queryset(self):
+        queryset = Serial.objects.select_related("batch__product")
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
+            return queryset.none()
+        user = self.request.user
+        if user.sees_everything:
+            return queryset
+        return queryset.filter(
+            Q(holder_id=user.partner_id) | Q(batch__product__manufacturer_id=user.partner_id)
+        )
+
+    @extend_schema(request=SerialDecommissionSerializer, responses=SerialSerializer)
+    @action(detail=True, methods=["post"])
+    def decommission(self, request, pk=None):
+        """Take the pack out of trade for good (lost, stolen, destroyed, …): its holder's QA."""
+        serial = self.get_object()
+        serializer = SerialDecommissionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        serial = services.serial_decommission(
+            serial=serial, actor=request.user, **serializer.validated_data
+        )
+        return Response(SerialSerializer(serial).data)

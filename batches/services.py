@@ -795,6 +795,32 @@ def serial_transition(
     )
 
 
+SERIAL_DECOMMISSION_ROLES = (Role.QA_OFFICER, Role.ADMIN)
+# Why a pack leaves trade for good outside a pharmacy's dispensing (DSCSA, EU FMD).
+DECOMMISSION_CAUSES = ("lost", "stolen", "destroyed", "damaged", "sample", "expired")
+
+
+@transaction.atomic
+def serial_decommission(*, serial: Serial, cause: str, actor: User, reason: str) -> Serial:
+    """Take a pack out of trade for good, as the partner holding it: lost or stolen (a pack of
+    a short delivery that never arrived stays with its sender until then), destroyed, damaged,
+    a sample, expired. Its identifier is dead afterwards: a scan of it is refused."""
+    require_role(actor, *SERIAL_DECOMMISSION_ROLES)
+    _require_own_partner(actor, serial.holder, "the pack")
+    if cause not in DECOMMISSION_CAUSES:
+        raise InvalidInput(
+            f"a pack is decommissioned as {', '.join(DECOMMISSION_CAUSES)}",
+            code="invalid_decommission",
+        )
+    return serial_transition(
+        serial=serial,
+        to_state=SerialState.DECOMMISSIONED,
+        actor=actor,
+        reason=reason,
+        decommission_reason=cause,
+    )
+
+
 @transaction.atomic
 def serial_reserve(*, serial: Serial, shipment_reference: str, actor: User, reason: str) -> Serial:
     """Mark a pack as picked for a shipment, so no other shipment takes it."""

@@ -7,6 +7,7 @@ from audit.api import AuditEntryViewSet, AuditLineageView, AuditVerifyView
 from batches.api import (
     BatchViewSet,
     ProductViewSet,
+    SerialViewSet,
     StockBalanceViewSet,
     StockMoveViewSet,
     StorageClassViewSet,
@@ -51,6 +52,7 @@ router.register("products", ProductViewSet, basename="product")
 router.register("batches", BatchViewSet, basename="batch")
 router.register("stock-balances", StockBalanceViewSet, basename="stockbalance")
 router.register("stock-moves", StockMoveViewSet, basename="stockmove")
+router.register("serials", SerialViewSet, basename="serial")
 router.register("agreements", AgreementViewSet, basename="agreement")
 router.register("orders", OrderViewSet, basename="order")
 router.register("shipments", ShipmentViewSet, basename="shipment")
