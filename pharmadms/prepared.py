@@ -31,7 +31,6 @@ Both run on :func:`reused_cursor`, which the audit chain's sealed writes use too
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -64,11 +63,16 @@ def reused_cursor(connection=None):
         connection = connections[DEFAULT_DB_ALIAS]
     connection.close_if_health_check_failed()
     connection.ensure_connection()
-    kept = connection.__dict__.get("_reused_cursor")
-    if kept is None or kept[0] is not connection.connection:  # a new connection: a new cursor
+    kept = _kept(connection, "cursor")
+    if kept.get("on") is not connection.connection:  # a new connection: a new cursor
         with connection.wrap_database_errors:
-            kept = connection._reused_cursor = (connection.connection, connection.create_cursor())
-    return connection._prepare_cursor(kept[1])
+            kept.update(on=connection.connection, cursor=connection.create_cursor())
+    return connection._prepare_cursor(kept["cursor"])
+
+
+def _kept(connection, what: str) -> dict:
+    """What this module keeps for ``connection``, on the connection object itself."""
+    return connection.__dict__.setdefault(f"_prepared_{what}", {})
 
 
 class SQL(str):
@@ -171,8 +175,6 @@ class PreparedQuery:
             if kind not in (int, str):
                 raise TypeError(f"prepared query value {name}: int or str, not {kind!r}")
         self.build, self.kinds = build, kinds
-        # Per connection object (each thread has its own): a compiler belongs to one.
-        self._compiled: weakref.WeakKeyDictionary[Any, _Compiled] = weakref.WeakKeyDictionary()
 
     def _placeholders(self) -> dict[str, Any]:
         return {
@@ -184,11 +186,13 @@ class PreparedQuery:
         """The query compiled on ``connection`` (the default database's, by default)."""
         if connection is None:
             connection = connections[DEFAULT_DB_ALIAS]
-        compiled = self._compiled.get(connection)
+        # Kept on the connection object (each thread has its own; a compiler belongs to one),
+        # so that it goes with it: a server that runs each request in a new thread keeps none.
+        kept = _kept(connection, "queries")
+        compiled = kept.get(self)
         if compiled is None:
             placeholders = self._placeholders()
-            compiled = _Compiled(self.build(**placeholders), placeholders, connection)
-            self._compiled[connection] = compiled
+            compiled = kept[self] = _Compiled(self.build(**placeholders), placeholders, connection)
         return compiled
 
     def statement(self, **values: Any) -> tuple[str, list[Any]]:
@@ -234,9 +238,6 @@ class OneRow:
     values); afterwards a read only binds the values.
     """
 
-    # Per connection: the statement of each shape read on it.
-    _statements: weakref.WeakKeyDictionary[Any, dict[tuple, str]] = weakref.WeakKeyDictionary()
-
     def __init__(self) -> None:
         self._queries: list[tuple[PreparedQuery, dict[str, Any]]] = []
         self._tests: list[tuple[PreparedQuery, dict[str, Any]]] = []
@@ -265,7 +266,7 @@ class OneRow:
             (compiled, tuple(sorted(item for item in values.items() if isinstance(item[1], SQL))))
             for compiled, values in parts + tests
         )
-        statements = self._statements.setdefault(connection, {})
+        statements = _kept(connection, "statements")
         sql = statements.get(shape)
         if sql is None:
             sql = statements[shape] = self._statement(parts, tests)

@@ -3,8 +3,12 @@ OneRow reads several of them, and EXISTS tests, in one statement."""
 
 from __future__ import annotations
 
+import gc
+import threading
+
 import pytest
 from django.db import DatabaseError, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper as DatabaseWrapper
 from django.db.models import FilteredRelation, Q
 from django.test.utils import CaptureQueriesContext
 
@@ -140,12 +144,12 @@ def test_one_row_writes_its_statement_once_per_shape_and_binds_each_read(network
         return read
 
     (first,), (first_has_lots,) = lot_and_its_siblings("L1").run()
-    known = dict(OneRow._statements[connections["default"]])
+    known = dict(connections["default"]._prepared_statements)
     (second,), (second_has_lots,) = lot_and_its_siblings("NONE").run()
 
     assert (first, first_has_lots) == (lot, True)
     assert (second, second_has_lots) == (None, False)
-    assert OneRow._statements[connections["default"]] == known  # the same shape: no new text
+    assert connections["default"]._prepared_statements == known  # the same shape: no new text
 
 
 def test_the_reused_cursor_is_kept_per_connection_and_logged_as_django_logs(db):
@@ -171,3 +175,37 @@ def test_a_new_connection_gets_a_new_cursor_and_errors_are_djangos():
     cursor = reused_cursor()  # still usable after the error
     cursor.execute("SELECT 2")
     assert cursor.fetchone()[0] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_is_kept_for_a_connection_goes_with_it():
+    """A server that runs each request in a thread of its own (runserver) leaves nothing behind:
+    the compiled queries, statements and cursor are kept on the thread's connection."""
+
+    def one_request():
+        LOT.first(gtin="09501101530003", lot="L1")
+        read = OneRow()
+        read.query(LOCATION, location_id=1)
+        read.run()
+        connections.close_all()
+
+    for _ in range(3):  # the first ones may build what is shared
+        one_request_in_a_thread(one_request)
+    gc.collect()
+    before = connection_objects()
+    for _ in range(20):
+        one_request_in_a_thread(one_request)
+    gc.collect()
+    after = connection_objects()
+    assert after <= before
+
+
+def one_request_in_a_thread(work) -> None:
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+
+def connection_objects() -> int:
+    # type(), not isinstance(): the heap may hold dead weak proxies, which refuse attributes.
+    return sum(issubclass(type(found), DatabaseWrapper) for found in gc.get_objects())
