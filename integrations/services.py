@@ -59,7 +59,7 @@ def _require_partner_admin(actor: User, partner: Partner) -> None:
 
 
 # Host names that never leave the machine or the site's own network.
-_LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".home.arpa")
+_LOCAL_NAMES = (".localhost", ".local", ".internal", ".home.arpa")
 
 
 def _is_loopback(host: str) -> bool:
@@ -268,16 +268,27 @@ class _PrivateAddress(Exception):
     """The host resolved to an address that is not public (see _private_address)."""
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to the address that was checked, not to what the name resolves to by then: a
-    name that changed its answer in between (DNS rebinding) cannot turn the request inward."""
+def _connect(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    """A connection to the first of ``addresses`` that answers."""
+    failure: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as error:
+            failure = error
+    raise failure or OSError("no address to connect to")
 
-    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the addresses that were checked, not to what the name resolves to by then:
+    a name that changed its answer in between (DNS rebinding) cannot turn the request inward."""
+
+    def __init__(self, host: str, port: int, *, addresses: list[str], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
-        self.address = address
+        self.addresses = addresses
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = _connect(self.addresses, self.port, self.timeout)
 
 
 def tls_context() -> ssl.SSLContext:
@@ -289,24 +300,24 @@ def tls_context() -> ssl.SSLContext:
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """As _PinnedHTTPConnection, over TLS: the certificate is still checked against the host."""
 
-    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, *, addresses: list[str], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout, context=tls_context())
-        self.address = address
+        self.addresses = addresses
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
+        sock = _connect(self.addresses, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def _address_of(host: str, port: int) -> str:
-    """The address to send to: the first the host resolves to; every one must be public unless
+def _addresses_of(host: str, port: int) -> list[str]:
+    """The addresses to send to, as the host resolves now; every one must be public unless
     private hosts are allowed (a name with one private answer could be steered to it)."""
     found = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     if not settings.WEBHOOK_ALLOW_PRIVATE_HOSTS:
         private = [address for address in found if _private_address(address)]
         if private:
             raise _PrivateAddress(f"{host} resolves to {private[0]}, which is not a public address")
-    return found[0]
+    return list(dict.fromkeys(found))
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
@@ -322,9 +333,9 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, s
     timeout = settings.WEBHOOK_TIMEOUT_SECONDS
     connection = None
     try:
-        address = _address_of(parts.hostname, port)
+        addresses = _addresses_of(parts.hostname, port)
         kind = _PinnedHTTPSConnection if secure else _PinnedHTTPConnection
-        connection = kind(parts.hostname, port, address=address, timeout=timeout)
+        connection = kind(parts.hostname, port, addresses=addresses, timeout=timeout)
         connection.request("POST", path, body=body, headers=headers)
         response = connection.getresponse()
         response.read()

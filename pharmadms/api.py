@@ -42,7 +42,7 @@ from partners.api import LicenceViewSet, LocationViewSet, PartnerViewSet, SiteVi
 from recalls.api import RecallViewSet, TraceView
 
 router = DefaultRouter()
-router.register("scans", ScanViewSet, basename="scan")
+router.register("scans", ScanViewSet, basename="scan")  # first: see urlpatterns
 router.register("partners", PartnerViewSet, basename="partner")
 router.register("licences", LicenceViewSet, basename="licence")
 router.register("sites", SiteViewSet, basename="site")
