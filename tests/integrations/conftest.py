@@ -67,11 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def receiver():
-    """A partner's webhook server, started on a free port of 127.0.0.1 for one test."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.receiver = Receiver(server)
+def _serving(server: ThreadingHTTPServer):
+    """Serve in a thread for one test, then stop; yields the server's Receiver."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -80,6 +77,14 @@ def receiver():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def receiver():
+    """A partner's webhook server, started on a free port of 127.0.0.1 for one test."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.receiver = Receiver(server)
+    yield from _serving(server)
 
 
 @pytest.fixture
@@ -102,14 +107,7 @@ def tls_receiver(monkeypatch):
         return client
 
     monkeypatch.setattr(services, "tls_context", trusting)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server.receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    yield from _serving(server)
 
 
 @pytest.fixture
