@@ -607,9 +607,18 @@ class PDFRenderer(renderers.BaseRenderer):
 
 
 class ShipmentFilter(django_filters.FilterSet):
+    # A carrier never learns which order a shipment it carries belongs to: the order filter
+    # looks only among the shipments the user reads in full.
+    order = django_filters.NumberFilter(method="filter_order")
+
     class Meta:
         model = Shipment
         fields = ["status", "order", "number"]
+
+    def filter_order(self, queryset, name, value):
+        return queryset.filter(order_id=value).filter(
+            pk__in=shipments_visible_to(self.request.user).values("pk")
+        )
 
 
 class ShipmentViewSet(ServiceWriteViewSet):

@@ -168,3 +168,14 @@ def test_the_carrier_delivers_its_shipment_and_reads_the_answer_narrowly(carried
     assert set(response.json()) == CARRIER_FIELDS
     assert response.json()["status"] == ShipmentStatus.DELIVERED
     assert response.json()["delivered_at"]
+
+
+def test_the_carrier_cannot_learn_a_shipments_order_by_filtering(carried):
+    c = carried
+    order = c.shipment.order_id
+
+    carrier_sees = client_for(c.driver).get(f"{API}/shipments/", {"order": order}).json()
+    party_sees = client_for(c.t.seller_desk).get(f"{API}/shipments/", {"order": order}).json()
+
+    assert carrier_sees["results"] == []
+    assert [row["number"] for row in party_sees["results"]] == [c.shipment.number]
