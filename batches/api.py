@@ -370,7 +370,9 @@ class StockAdjustmentSerializer(StrictFieldsMixin, serializers.Serializer):
     reference = serializers.CharField(max_length=100, required=False, default="")
 
 
-class StockMoveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class StockMoveViewSet(
+    PartnerScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """The append-only ledger of the user's own partner; a QA adjustment posts a new move."""
 
     serializer_class = StockMoveSerializer
@@ -382,17 +384,10 @@ class StockMoveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         "created_at": ["gte", "lt"],
     }
 
-    def get_queryset(self):
-        queryset = StockMove.objects.select_related("user")
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
-            return queryset.none()
-        user = self.request.user
-        if user.sees_everything:
-            return queryset
-        return queryset.filter(
-            Q(from_location__site__partner_id=user.partner_id)
-            | Q(to_location__site__partner_id=user.partner_id)
-        )
+    partner_path = ("from_location__site__partner_id", "to_location__site__partner_id")
+
+    def base_queryset(self):
+        return StockMove.objects.select_related("user")
 
     @extend_schema(request=StockAdjustmentSerializer, responses={201: StockMoveSerializer})
     @action(detail=False, methods=["post"])
@@ -446,7 +441,11 @@ class SerialDecommissionSerializer(StrictFieldsMixin, serializers.Serializer):
 
 
 class SerialViewSet(
-    HistoryMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    PartnerScopedMixin,
+    HistoryMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Serialised packs the user's partner holds or made (regulators: all), with their history;
     the holder's QA decommissions one."""
@@ -455,16 +454,10 @@ class SerialViewSet(
     write_roles = set(services.SERIAL_DECOMMISSION_ROLES)
     filterset_fields = ["batch", "serial_number", "state", "shipment_reference", "holder"]
 
-    def get_queryset(self):
-        queryset = Serial.objects.select_related("batch__product")
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope by
-            return queryset.none()
-        user = self.request.user
-        if user.sees_everything:
-            return queryset
-        return queryset.filter(
-            Q(holder_id=user.partner_id) | Q(batch__product__manufacturer_id=user.partner_id)
-        )
+    partner_path = ("holder_id", "batch__product__manufacturer_id")
+
+    def base_queryset(self):
+        return Serial.objects.select_related("batch__product")
 
     @extend_schema(request=SerialDecommissionSerializer, responses=SerialSerializer)
     @action(detail=True, methods=["post"])

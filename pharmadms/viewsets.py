@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.db.models import Q
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -77,9 +78,11 @@ class PartnerScopedMixin:
     """Keep the rows of the user's own partner; regulators and superusers read them all.
 
     Another partner's object is then simply not found (404), so its existence does not leak.
+    ``partner_path`` names the partner's field; several paths keep a row that any of them
+    leads to the user's partner (a stock move from or to its locations).
     """
 
-    partner_path: str
+    partner_path: str | tuple[str, ...]
 
     def base_queryset(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -91,7 +94,11 @@ class PartnerScopedMixin:
         user = self.request.user
         if user.sees_everything:
             return queryset
-        return queryset.filter(**{self.partner_path: user.partner_id})
+        paths = (self.partner_path,) if isinstance(self.partner_path, str) else self.partner_path
+        scope = Q()
+        for path in paths:
+            scope |= Q(**{path: user.partner_id})
+        return queryset.filter(scope)
 
 
 class HistoryMixin:
