@@ -196,22 +196,35 @@ def is_trusted_host(host: str) -> bool:
     return host.lower() in {name.lower() for name in trusted}
 
 
+def _escape(char: str) -> str:
+    if char == GS:
+        return "<GS>"
+    if " " <= char <= "~":
+        return "\\\\" if char == "\\" else char
+    if ord(char) < 0x100:
+        return f"\\x{ord(char):02x}"
+    if ord(char) < 0x10000:
+        return f"\\u{ord(char):04x}"
+    return f"\\U{ord(char):08x}"
+
+
+# Every ASCII character's escape, for str.translate (the printable ones but "\\" stay).
+_ASCII_ESCAPES = {
+    code: _escape(chr(code)) for code in range(0x80) if _escape(chr(code)) != chr(code)
+}
+
+
 def escape_code(raw: str, limit: int = 512) -> str:
     """A code made safe to store and show: control characters as ``\\xNN`` escapes (GS as
     ``<GS>``), non-ASCII as ``\\uNNNN``, cut to ``limit`` characters with a marker."""
+    if raw.isascii():  # what scanners send: escaped at once, and whole if it fits
+        escaped = raw.translate(_ASCII_ESCAPES)
+        if len(escaped) <= limit - 1:
+            return escaped
     out: list[str] = []
     size = 0
     for char in raw:
-        if char == GS:
-            piece = "<GS>"
-        elif " " <= char <= "~":
-            piece = "\\\\" if char == "\\" else char
-        elif ord(char) < 0x100:
-            piece = f"\\x{ord(char):02x}"
-        elif ord(char) < 0x10000:
-            piece = f"\\u{ord(char):04x}"
-        else:
-            piece = f"\\U{ord(char):08x}"
+        piece = _escape(char)
         if size + len(piece) > limit - 1:
             out.append("…")
             break

@@ -9,6 +9,7 @@ shipment actions are bound in orders.scanning.ScanViewSet, the class the router 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -118,6 +119,59 @@ class DecommissionField(_CodedField, serializers.ChoiceField):
     codes: ClassVar[dict[str, str]] = {"*": "invalid_decommission"}
 
 
+_REFERENCE = re.compile(REFERENCE_PATTERN)
+_SCAN_ID = re.compile(SCAN_ID_PATTERN)
+_ACTION_VALUES = frozenset(ScanAction.values)
+_REQUEST_FIELDS = frozenset(
+    {"code", "action", "location", "reference", "scan_id", "quantity", "decommission"}
+)
+_LARGEST_ID = 2**63 - 1
+
+
+def _plain_text(value: Any, pattern: re.Pattern) -> bool:
+    return type(value) is str and value == value.strip() and pattern.fullmatch(value) is not None
+
+
+def plain_request(data: Any) -> dict[str, Any] | None:
+    """The validated request, when the request is plainly well formed: what
+    ScanRequestSerializer's fields give for it, without running them one by one (a scan
+    station waits for every answer; tests/batches/test_scan_api.py holds the two equal).
+    None for anything else, which the fields validate, so that each refusal keeps its code."""
+    if type(data) is not dict or not data.keys() <= _REQUEST_FIELDS:
+        return None
+    code, action, location = data.get("code"), data.get("action"), data.get("location")
+    if type(code) is not str or len(code) > MAX_REQUEST_CODE:
+        return None
+    if type(action) is not str or action not in _ACTION_VALUES:
+        return None
+    if type(location) is not int or not 1 <= location <= _LARGEST_ID:
+        return None
+    plain = {"code": code, "action": action, "location": location, "reference": ""}
+    reference = data.get("reference", "")
+    if reference != "":
+        if not _plain_text(reference, _REFERENCE):
+            return None
+        plain["reference"] = reference
+    if "scan_id" in data:
+        if not _plain_text(data["scan_id"], _SCAN_ID):
+            return None
+        plain["scan_id"] = data["scan_id"]
+    if "quantity" in data:
+        quantity = data["quantity"]
+        if quantity is not None and (
+            type(quantity) is not int or not 0 <= quantity <= scanning.MAX_SCAN_QUANTITY
+        ):
+            return None
+        plain["quantity"] = quantity
+    decommission = data.get("decommission", "")
+    if type(decommission) is not str or (
+        decommission != "" and decommission not in scanning.DECOMMISSION_CHOICES
+    ):
+        return None
+    plain["decommission"] = decommission
+    return plain
+
+
 class ScanRequestSerializer(StrictFieldsMixin, serializers.Serializer):
     """A scan request. Its fields are bound once, to one instance of their own, and shared by
     every request (DRF copies and binds them for each serializer: on the scan path that was
@@ -137,6 +191,10 @@ class ScanRequestSerializer(StrictFieldsMixin, serializers.Serializer):
                 bound[name] = copy.deepcopy(field)
             ScanRequestSerializer._bound = bound
         return bound
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        plain = plain_request(data)
+        return plain if plain is not None else super().to_internal_value(data)
 
     code = CodeField(help_text="the scanned text as the scanner sent it (FNC1 as GS, 0x1D)")
     action = ActionField(choices=ScanAction.choices)

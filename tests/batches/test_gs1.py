@@ -263,6 +263,31 @@ def test_escaping_makes_any_code_safe_to_store():
     assert len(gs1.escape_code("\x00" * 1000, limit=60)) <= 60
 
 
+def _escaped_one_by_one(raw: str, limit: int) -> str:
+    """The escape by its definition: each character in turn, cut before the limit."""
+    out, size = [], 0
+    for char in raw:
+        piece = gs1._escape(char)
+        if size + len(piece) > limit - 1:
+            return "".join(out) + "…"
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(),
+        st.text(alphabet=st.characters(max_codepoint=0x7F)),
+        st.text(alphabet="0123456789AB\\\x1d\x00\x7f", max_size=80),
+    ),
+    st.integers(min_value=1, max_value=120),
+)
+def test_the_quick_escape_of_ascii_codes_is_the_escape_by_definition(raw, limit):
+    assert gs1.escape_code(raw, limit=limit) == _escaped_one_by_one(raw, limit)
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     st.one_of(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -13,7 +14,12 @@ from rest_framework.test import APIClient
 
 from batches import services as stock
 from batches.models import ScanAction, ScanRecord, StockMove
-from batches.scan_api import ScanAnswerSerializer, _timestamp
+from batches.scan_api import (
+    ScanAnswerSerializer,
+    ScanRequestSerializer,
+    _timestamp,
+    plain_request,
+)
 from partners.models import Role
 from tests.factories import BatchFactory, ProductFactory, UserFactory, datamatrix
 
@@ -281,3 +287,88 @@ def test_the_answer_writes_its_time_as_drf_does_in_any_time_zone(zone):
     moment = datetime.datetime(2026, 11, 28, 15, 4, 5, 123456, tzinfo=datetime.UTC)
     with timezone.override(zone):
         assert _timestamp(moment) == serializers.DateTimeField().to_representation(moment)
+
+
+# Requests near and far from well formed: each field mostly well formed, or at one of its
+# edges (type, bounds, whitespace, a newline, blank), or any value at all; unknown keys too.
+_any = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+def _field(*edges, well_formed):
+    # Well formed six times in eight: a request with one edge among plain fields is common.
+    drawn = [*[well_formed] * 6, st.sampled_from(edges), _any]
+    return st.integers(0, 7).flatmap(drawn.__getitem__)
+
+
+_plain_requests = st.fixed_dictionaries(
+    {
+        "code": _field(1, None, "", " x ", "x" * 65_537, well_formed=st.text(max_size=40)),
+        "action": _field(
+            "",
+            "fly",
+            " verify",
+            "VERIFY",
+            1,
+            well_formed=st.sampled_from(["verify", "pick", "count", "putaway", "receive", "ship"]),
+        ),
+        "location": _field(0, -1, 2**63, True, 1.0, "7", well_formed=st.integers(1, 2**63 - 1)),
+    },
+    optional={
+        "reference": _field(
+            " SH-1",
+            "SH-1 ",
+            "SH-1\n",
+            "\tSH",
+            "é",
+            "x" * 101,
+            5,
+            well_formed=st.sampled_from(["", "SH-2026-000001", "STORE", "x" * 100]),
+        ),
+        "scan_id": _field(
+            "",
+            " a",
+            "a\n",
+            "a b",
+            "s" * 65,
+            5,
+            well_formed=st.from_regex(r"[A-Za-z0-9._:\-]{1,64}", fullmatch=True),
+        ),
+        "quantity": _field(
+            -1,
+            1_000_001,
+            True,
+            2.0,
+            "3",
+            well_formed=st.one_of(st.none(), st.integers(0, 1_000_000)),
+        ),
+        "decommission": _field(
+            " dispensed", "DISPENSED", None, 1, well_formed=st.sampled_from(["", "dispensed"])
+        ),
+        "x": st.integers(),
+    },
+)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_plain_requests)
+def test_a_plain_request_validates_as_its_fields_do(request):
+    """plain_request() takes only what the serializer's fields take, and gives what they give;
+    everything else goes to the fields (the same request through both, compared)."""
+    plain = plain_request(request)
+    fields = ScanRequestSerializer(data=request)
+    with mock.patch("batches.scan_api.plain_request", return_value=None):
+        valid = fields.is_valid()
+    if plain is None:
+        return
+    assert valid, fields.errors
+    assert dict(fields.validated_data) == plain
+    assert [type(value) for value in fields.validated_data.values()] == [
+        type(plain[name]) for name in fields.validated_data
+    ]

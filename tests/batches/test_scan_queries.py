@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.db.models.deletion import Collector, ProtectedError
 from django.test.utils import CaptureQueriesContext
 
 from batches import hooks, scanning
@@ -149,3 +150,33 @@ def test_a_count_scan_asks_no_hold(network, pack, gated):
     )
     assert answer.record.verdict == "accepted", answer.record.reasons
     assert not any("recalls_recalllot" in sql or "coldchain_excursion" in sql for sql in statements)
+
+
+def test_what_a_scan_names_cannot_be_deleted_without_database_constraints(network, pack):
+    """A scan record's references carry no constraint in the database (the checks cost every
+    scan a row lock on six parents inside the audit chain's lock; see ScanRecord), so Django's
+    PROTECT alone keeps its location, partner, operator, product, lot and pack: none of them
+    can be deleted while the record names it."""
+    answer = verify(network, pack, "P0", "protect-1")
+    record = answer.record
+    assert record.verdict == "accepted"
+    named = [
+        record.location,
+        record.partner,
+        record.user,
+        record.product,
+        record.batch,
+        record.serial,
+    ]
+    for parent in named:
+        collector = Collector(using="default")
+        with pytest.raises(ProtectedError) as refused:
+            collector.collect([parent])
+        assert record in refused.value.protected_objects
+    # What the record names is what the scan read, row for row.
+    stored = ScanRecord.objects.get(pk=record.pk)
+    assert (stored.location_id, stored.batch_id, stored.serial.serial_number) == (
+        network.manufacturer_storage.pk,
+        pack.pk,
+        "P0",
+    )
