@@ -416,25 +416,9 @@ class ScanRecord(models.Model):
     original exactly. ``scan_id`` (the client's) makes a retried scan return its first answer.
     """
 
-    # No foreign-key constraints in the database (db_constraint=False), as for the audit
-    # entries: each scan's record goes into the audit chain while the chain's head is locked,
-    # and the database checked six parent rows there for every scan, taking a row lock on
-    # each, so that concurrent scans waited on each other's checks. Every id written was read
-    # in the same request, the parents are never deleted (PROTECT, which Django applies
-    # without the constraint too), and tests/batches/test_scan_records.py holds both.
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_constraint=False
-    )
-    partner = models.ForeignKey(  # indexed with created_at and verdict (Meta.indexes)
-        Partner,
-        on_delete=models.PROTECT,
-        related_name="scans",
-        db_constraint=False,
-        db_index=False,
-    )
-    location = models.ForeignKey(
-        Location, on_delete=models.PROTECT, related_name="scans", db_constraint=False
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="scans")
+    location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="scans")
     created_at = models.DateTimeField(db_index=True)
     scan_id = models.CharField(max_length=64, blank=True)
     action = models.CharField(max_length=8, choices=ScanAction.choices)
@@ -449,28 +433,13 @@ class ScanRecord(models.Model):
     parsed = models.JSONField(default=dict, blank=True)
     outcome = models.JSONField(default=dict, blank=True)
     product = models.ForeignKey(
-        Product,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
+        Product, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     batch = models.ForeignKey(
-        Batch,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="scans",
-        db_constraint=False,
+        Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="scans"
     )
     serial = models.ForeignKey(
-        Serial,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="scans",
-        db_constraint=False,
+        Serial, on_delete=models.PROTECT, null=True, blank=True, related_name="scans"
     )
 
     APPEND_ONLY = True  # the database refuses UPDATE and DELETE (audit.append_only)

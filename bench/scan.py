@@ -18,7 +18,10 @@ the rounds' rates, the ratio scans/trivial (the median of the rounds' own ratios
 sides run back to back, so a machine that slows down or speeds up between rounds moves both),
 and p50/p99 latency; the goals are a ratio of at least 0.5 and a p99 under 20 ms. It prints
 the machine's load average at the start and the end of the timed rounds too: on a shared
-machine a figure means little without it.
+machine a figure means little without it. Where /proc is there (Linux), it also prints the CPU
+each side spent per request, in the gunicorn workers, the database's server processes and the
+client: the CPU a scan costs, in trivial requests, moves less with the host's load than the
+rates do.
 """
 
 from __future__ import annotations
@@ -221,6 +224,60 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+class CpuAccount:
+    """CPU seconds (user + system, from /proc) spent by the server's workers, the database's
+    server processes for the bench database (PostgreSQL; SQLite runs in the workers) and this
+    client, read before and after a side's requests."""
+
+    def __init__(self, server: subprocess.Popen, database_name: str):
+        self.available = Path("/proc/self/stat").exists()
+        self.workers = self._children(server.pid) if self.available else []
+        self.backends = self._backends(database_name) if self.available else []
+
+    @staticmethod
+    def _seconds(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _children(parent: int) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(parent):
+                        found.append(int(entry.name))
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+        return found
+
+    @staticmethod
+    def _backends(database_name: str) -> list[int]:
+        if connection.vendor != "postgresql":
+            return []
+        with connection.cursor() as cursor:  # the workers' connections, open since the warm-up
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                [database_name],
+            )
+            found = [row[0] for row in cursor.fetchall()]
+        connection.close()
+        if os.environ.get("BENCH_SHOW_BACKENDS"):
+            print(f"database server processes of the workers: {found}")
+        return found
+
+    def read(self) -> tuple[float, float, float]:
+        return (
+            sum(self._seconds(pid) for pid in self.workers),
+            sum(self._seconds(pid) for pid in self.backends),
+            time.process_time(),
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="per side and round")
@@ -257,6 +314,8 @@ def main() -> int:
 
             scans(args.warmup)
             trivial(args.warmup)
+            cpu = CpuAccount(server, database_name)
+            spent = {"scan": [0.0, 0.0, 0.0], "trivial": [0.0, 0.0, 0.0]}
             load_before = os.getloadavg()
             scan_rates, trivial_rates, scan_latencies, trivial_latencies = [], [], [], []
             for round_number in range(1, args.rounds + 1):
@@ -264,7 +323,10 @@ def main() -> int:
                 if round_number % 2 == 0:
                     sides.reverse()
                 for name, side in sides:
+                    before = cpu.read()
                     seconds, latencies = side(args.requests)
+                    for part, (start, end) in enumerate(zip(before, cpu.read(), strict=True)):
+                        spent[name][part] += end - start
                     rate = args.requests / seconds
                     if name == "scan":
                         scan_rates.append(rate)
@@ -299,6 +361,20 @@ def main() -> int:
         f"{args.concurrency} connections), {trivial_rate:.0f} trivial requests/s, "
         f"ratio {ratio:.2f} (median of the rounds; goal >= {GOAL_RATIO})"
     )
+    if cpu.available:
+        per_request = {
+            name: [seconds / (args.requests * args.rounds) * 1e6 for seconds in parts]
+            for name, parts in spent.items()
+        }
+        print(
+            "CPU per request (µs: gunicorn workers + database server + client): "
+            + "; ".join(
+                f"{name} {parts[0]:.0f} + {parts[1]:.0f} + {parts[2]:.0f} = {sum(parts):.0f}"
+                for name, parts in per_request.items()
+            )
+            + f"; by CPU a scan costs {sum(per_request['scan']) / sum(per_request['trivial']):.2f}"
+            " trivial requests"
+        )
     print(
         "load average (1, 5, 15 min) at the start "
         f"{' '.join(f'{x:.2f}' for x in load_before)}, at the end "

@@ -152,11 +152,10 @@ def test_a_count_scan_asks_no_hold(network, pack, gated):
     assert not any("recalls_recalllot" in sql or "coldchain_excursion" in sql for sql in statements)
 
 
-def test_what_a_scan_names_cannot_be_deleted_without_database_constraints(network, pack):
-    """A scan record's references carry no constraint in the database (the checks cost every
-    scan a row lock on six parents inside the audit chain's lock; see ScanRecord), so Django's
-    PROTECT alone keeps its location, partner, operator, product, lot and pack: none of them
-    can be deleted while the record names it."""
+def test_what_a_scan_names_cannot_be_deleted(network, pack):
+    """A scan record keeps what it names: its location, partner, operator, product, lot and
+    pack cannot be deleted while the record names them (PROTECT, and the database's foreign
+    keys behind it)."""
     answer = verify(network, pack, "P0", "protect-1")
     record = answer.record
     assert record.verdict == "accepted"
