@@ -44,7 +44,7 @@ from django.utils import timezone
 from throwaway import throwaway_database  # sets Django up before any model is imported
 
 from coldchain import services as coldchain_services
-from coldchain.ingest import IncomingMessage
+from coldchain.ingest import IncomingMessage, reading_topic
 from coldchain.models import EvaluationState, Excursion, Reading
 from orders import services as order_services
 from partners.models import LocationKind, Role
@@ -178,9 +178,7 @@ def batches(world: World, side: str, first: dict, total: int, shape: tuple[int, 
             )
             made += 1
         payload = json.dumps({"v": 1, "device_id": device_id, "readings": readings}).encode()
-        batch.append(
-            IncomingMessage(f"pharmadms/v1/loggers/{device_id}/readings", payload, received_at)
-        )
+        batch.append(IncomingMessage(reading_topic(device_id), payload, received_at))
         if len(batch) == messages_per_batch or made == total:
             out.append((batch, rows))
             batch, rows = [], []

@@ -47,9 +47,10 @@ from django.utils import timezone
 from throwaway import PROJECT_DIR, throwaway_database  # sets Django up first
 
 from coldchain import services as coldchain_services
+from coldchain.ingest import reading_topic
 from coldchain.models import Reading
 from integrations.broker import free_port
-from integrations.mqtt import MqttSettings, forget_session, reading_topic
+from integrations.mqtt import MqttSettings, forget_session
 from integrations.simulator import Publisher, payload
 from orders import services as order_services
 from orders.signals import business_event

@@ -31,6 +31,7 @@ from pharmadms.viewsets import HistoryMixin, ReasonField, ServiceWriteViewSet, S
 
 from . import chart, selectors, services
 from .epcis import shipment_sensor_document
+from .ingest import reading_topic
 from .models import (
     Excursion,
     ExcursionRule,
@@ -41,7 +42,7 @@ from .models import (
     TemperatureProfile,
 )
 
-ACL_PATTERN = "pattern write pharmadms/v1/loggers/%u/readings"
+ACL_PATTERN = f"pattern write {reading_topic('%u')}"  # Mosquitto: %u, the username
 
 
 # --- loggers -------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ class LoggerViewSet(ServiceWriteViewSet):
             "device_id": issued.logger.device_id,
             "username": issued.username,
             "password": issued.password,
-            "topic": f"pharmadms/v1/loggers/{issued.username}/readings",
+            "topic": reading_topic(issued.username),
             "acl_pattern": ACL_PATTERN,
             "password_file_line": services.mosquitto_password_file([issued.logger]).strip(),
         }

@@ -22,7 +22,7 @@ from partners.models import User
 from partners.services import system_account
 
 from . import services
-from .ingest import IncomingMessage
+from .ingest import IncomingMessage, reading_topic
 from .models import Logger, LoggerAssignment, TemperatureProfile
 
 REASON = "demo: cold-chain setup"
@@ -124,7 +124,7 @@ def seed_coldchain(*, now: datetime.datetime | None = None) -> Seeded:
                 {"v": 1, "device_id": device_id, "readings": readings[first : first + 100]}
             ).encode()
             result = services.ingest_messages(
-                [IncomingMessage(f"pharmadms/v1/loggers/{device_id}/readings", payload, now)]
+                [IncomingMessage(reading_topic(device_id), payload, now)]
             )
             seeded.readings += result.stored
         pairs.append((shipment.pk, logger.pk))

@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import connection
 
 from .models import (
+    DEVICE_ID,
     PLAUSIBLE_MAX_CELSIUS,
     PLAUSIBLE_MIN_CELSIUS,
     DeadLetter,
@@ -43,9 +44,12 @@ from .models import (
     Reading,
 )
 
-TOPIC = re.compile(
-    r"^pharmadms/v1/loggers/(?P<device_id>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})/readings$"
-)
+# The telemetry topics: a logger publishes to reading_topic(its device id); a consumer
+# subscribes to TOPIC_FILTER; TOPIC reads the device id back.
+TOPIC_PREFIX = "pharmadms/v1/loggers"
+TOPIC_FILTER = f"{TOPIC_PREFIX}/+/readings"
+TOPIC = re.compile(rf"^{re.escape(TOPIC_PREFIX)}/(?P<device_id>{DEVICE_ID})/readings$")
+
 PAYLOAD_VERSION = 1
 MAX_READINGS_PER_MESSAGE = 10_000
 MAX_SEQUENCE = 2**63 - 1
@@ -55,6 +59,10 @@ MICRO = Decimal("0.000001")
 CHUNK_ROWS = 5000
 # A logger's clock may run a little ahead of ours; further ahead is a bad clock, not a reading.
 FUTURE_TOLERANCE = datetime.timedelta(minutes=10)
+
+
+def reading_topic(device_id: str) -> str:
+    return f"{TOPIC_PREFIX}/{device_id}/readings"
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from batches.models import StorageClass
 from partners.models import Partner
 
 # An MQTT topic level and a Mosquitto username: no "/", "+", "#", no spaces.
+DEVICE_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 device_id_validator = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
+    rf"^{DEVICE_ID}$",
     "a device id is 1 to 64 letters, digits, '.', '_' or '-' (it is an MQTT topic level)",
     code="invalid_device_id",
 )
@@ -66,7 +67,7 @@ class Logger(RegulatedModel):
         ordering = ["device_id"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(device_id__regex=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"),
+                condition=Q(device_id__regex=rf"^{DEVICE_ID}$"),
                 name="logger_device_id_topic_safe",
             ),
         ]

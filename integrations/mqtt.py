@@ -50,12 +50,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from coldchain.ingest import IncomingMessage, IngestResult
+from coldchain.ingest import TOPIC_FILTER, IncomingMessage, IngestResult
 
 logger = logging.getLogger(__name__)
 
-TOPIC_PREFIX = "pharmadms/v1/loggers"
-TOPIC_FILTER = f"{TOPIC_PREFIX}/+/readings"
 EMBEDDED_HOST = "127.0.0.1"
 EMBEDDED_PORT = 1884
 DEFAULT_SHARE_GROUP = "pharmadms-ingest"
@@ -68,10 +66,6 @@ SESSION_EXPIRY_DEFAULT = 7 * 24 * 3600  # a consumer may be away a week without 
 
 # The database cannot be reached (connection refused or lost, server restarting, SQLite locked).
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
-
-
-def reading_topic(device_id: str) -> str:
-    return f"{TOPIC_PREFIX}/{device_id}/readings"
 
 
 # --- settings --------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from paho.mqtt.client import MQTTMessageInfo
 from paho.mqtt.enums import MQTTErrorCode
 
-from .mqtt import MqttSettings, connect_args, make_client, reading_topic
+from coldchain.ingest import reading_topic
+
+from .mqtt import MqttSettings, connect_args, make_client
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from coldchain import services
-from coldchain.ingest import IncomingMessage
+from coldchain.ingest import IncomingMessage, reading_topic
 from orders import services as order_services
 from tests.factories import LoggerFactory, TemperatureProfileFactory
 from tests.orders.conftest import planned_shipment, shipping, trade  # noqa: F401 - fixtures
@@ -18,10 +18,6 @@ from tests.orders.conftest import planned_shipment, shipping, trade  # noqa: F40
 
 class Trip:
     """The trade, a dispatched shipment of vaccine, its logger and the 2–8 °C profile."""
-
-
-def topic(device_id: str) -> str:
-    return f"pharmadms/v1/loggers/{device_id}/readings"
 
 
 def payload(device_id: str, readings, **extra) -> bytes:
@@ -47,7 +43,9 @@ def message(device_id: str, readings, *, received_at=None, **extra) -> IncomingM
         received_at = (max(times) if times else datetime.datetime.now(datetime.UTC)) + (
             datetime.timedelta(seconds=30)
         )
-    return IncomingMessage(topic(device_id), payload(device_id, readings, **extra), received_at)
+    return IncomingMessage(
+        reading_topic(device_id), payload(device_id, readings, **extra), received_at
+    )
 
 
 @pytest.fixture

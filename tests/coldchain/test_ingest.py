@@ -11,11 +11,11 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from audit.history import HistoryBypassRefused
-from coldchain.ingest import IncomingMessage
+from coldchain.ingest import IncomingMessage, reading_topic
 from coldchain.models import DeadLetter, EvaluationState, Reading
 from coldchain.selectors import active_assignments
 from coldchain.services import ingest_messages
-from tests.coldchain.conftest import message, minutes, series, topic
+from tests.coldchain.conftest import message, minutes, series
 from tests.factories import LoggerFactory
 
 
@@ -93,13 +93,13 @@ def dead_letter(reason: str) -> DeadLetter:
 def test_a_message_that_cannot_be_read_is_dead_lettered_with_its_raw_payload(trip, raw, reason):
     received = minutes(trip, 1)
 
-    result = ingest_messages([IncomingMessage(topic("LG-0001"), raw, received)])
+    result = ingest_messages([IncomingMessage(reading_topic("LG-0001"), raw, received)])
 
     assert (result.stored, result.dead_lettered) == (0, 1)
     assert result.reasons == {reason: 1}
     letter = dead_letter(reason)
     assert bytes(letter.payload) == raw
-    assert letter.topic == topic("LG-0001")
+    assert letter.topic == reading_topic("LG-0001")
     assert letter.received_at == received
     assert letter.detail
 
@@ -219,7 +219,7 @@ def test_a_received_shipment_ends_its_loggers_trip(trip):
 
 
 def test_a_redelivered_bad_message_is_dead_lettered_once(trip):
-    raw = IncomingMessage(topic("LG-0001"), b"not json", minutes(trip, 1))
+    raw = IncomingMessage(reading_topic("LG-0001"), b"not json", minutes(trip, 1))
     first = ingest_messages([raw])
     again = ingest_messages([raw])
     assert first.dead_lettered == again.dead_lettered == 1
@@ -230,7 +230,7 @@ def test_one_batch_mixes_good_bad_and_duplicate_messages(trip):
     messages = [
         message("LG-0001", series(trip, [4, 5, 6])),
         message("LG-0001", series(trip, [4, 5, 6])),
-        IncomingMessage(topic("LG-0001"), b"{", minutes(trip, 20)),
+        IncomingMessage(reading_topic("LG-0001"), b"{", minutes(trip, 20)),
         message("LG-0404", [(1, minutes(trip, 5), 5.0)]),
     ]
     result = ingest_messages(messages)

@@ -27,8 +27,9 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from coldchain import services as coldchain_services
+from coldchain.ingest import reading_topic
 from coldchain.models import DeadLetter, Excursion, Reading
-from integrations.mqtt import MqttSettings, TelemetryConsumer, reading_topic
+from integrations.mqtt import MqttSettings, TelemetryConsumer
 from integrations.simulator import Publisher, payload
 from orders import services as order_services
 from tests.factories import ExcursionRuleFactory, LoggerFactory, TemperatureProfileFactory
