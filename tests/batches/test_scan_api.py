@@ -358,11 +358,11 @@ _plain_requests = st.fixed_dictionaries(
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_plain_requests)
-def test_a_plain_request_validates_as_its_fields_do(request):
+def test_a_plain_request_validates_as_its_fields_do(sent):
     """plain_request() takes only what the serializer's fields take, and gives what they give;
     everything else goes to the fields (the same request through both, compared)."""
-    plain = plain_request(request)
-    fields = ScanRequestSerializer(data=request)
+    plain = plain_request(sent)
+    fields = ScanRequestSerializer(data=sent)
     with mock.patch("batches.scan_api.plain_request", return_value=None):
         valid = fields.is_valid()
     if plain is None:
