@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
+from django.db.models import Max
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -856,10 +857,14 @@ def status_reports_due(*, now=None) -> int:
     the interval (or that has none). Returns how many were made."""
     now = now or timezone.now()
     cutoff = now - status_report_interval()
+    running = (
+        Recall.objects.filter(is_drill=False, status__in=RECALL_RUNNING)
+        .annotate(last_report_at=Max("status_reports__generated_at"))
+        .order_by("pk")
+    )
     made = 0
-    for recall in Recall.objects.filter(is_drill=False, status__in=RECALL_RUNNING).order_by("pk"):
-        last = recall.status_reports.order_by("-generated_at").first()
-        if last is None or last.generated_at <= cutoff:
+    for recall in running:  # each with its last report's time: one statement for them all
+        if recall.last_report_at is None or recall.last_report_at <= cutoff:
             status_report_generate(recall=recall, actor=None, scheduled=True)
             made += 1
     return made

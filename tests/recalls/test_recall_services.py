@@ -18,6 +18,7 @@ from batches.models import (
     StockBalance,
 )
 from orders import services as orders
+from partners.services import system_account
 from pharmadms.exceptions import ApplicationError
 from recalls import services
 from recalls.models import NoticeKind, Recall, RecallConsignee, RecallNotice, RecallStatus
@@ -472,3 +473,34 @@ def test_a_pick_of_a_recalled_lot_is_refused_naming_the_recall(traded):
 
     assert recall.number in error.detail
     assert shipment.lines.get().picked_quantity == 0
+
+
+def test_running_recalls_get_a_status_report_on_schedule(traded, django_assert_num_queries):
+    """21 CFR 7.53(b): the schedule makes a status report of every running recall whose last
+    one is older than the interval, made by the platform's own account; a drill is not
+    reported, and a recall reported within the interval is not reported again."""
+    c = traded
+    first = open_recall(c).recall
+    second = open_recall(c, [c.lot_b], recall_reason="label mix-up").recall
+    drill = services.recall_drill_run(lots=[c.lot_a], actor=c.manufacturer.qa, reason="drill")
+    reports_of_drill = drill.status_reports.count()
+
+    assert services.status_reports_due() == 2
+    for recall in (first, second):
+        (report,) = recall.status_reports.all()
+        assert report.scheduled
+        assert report.generated_by == system_account()
+    assert drill.status_reports.count() == reports_of_drill
+
+    # Nothing is due within the interval: the running recalls and their last reports are read
+    # in one statement, whatever their number.
+    with django_assert_num_queries(1):
+        assert services.status_reports_due() == 0
+
+    # Once the interval has passed since the last report, each is due again.
+    interval = services.status_report_interval()
+    just_before = timezone.now() + interval - datetime.timedelta(minutes=1)
+    assert services.status_reports_due(now=just_before) == 0
+    later = timezone.now() + interval + datetime.timedelta(seconds=1)
+    assert services.status_reports_due(now=later) == 2
+    assert [first.status_reports.count(), second.status_reports.count()] == [2, 2]
