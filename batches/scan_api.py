@@ -121,11 +121,6 @@ class DecommissionField(_CodedField, serializers.ChoiceField):
 
 _REFERENCE = re.compile(REFERENCE_PATTERN)
 _SCAN_ID = re.compile(SCAN_ID_PATTERN)
-_ACTION_VALUES = frozenset(ScanAction.values)
-_REQUEST_FIELDS = frozenset(
-    {"code", "action", "location", "reference", "scan_id", "quantity", "decommission"}
-)
-_LARGEST_ID = 2**63 - 1
 
 
 def _plain_text(value: Any, pattern: re.Pattern) -> bool:
@@ -142,7 +137,7 @@ def plain_request(data: Any) -> dict[str, Any] | None:
     code, action, location = data.get("code"), data.get("action"), data.get("location")
     if type(code) is not str or len(code) > MAX_REQUEST_CODE:
         return None
-    if type(action) is not str or action not in _ACTION_VALUES:
+    if type(action) is not str or action not in scanning.ACTIONS:
         return None
     if type(location) is not int or not 1 <= location <= _LARGEST_ID:
         return None
@@ -229,6 +224,11 @@ class ScanRequestSerializer(StrictFieldsMixin, serializers.Serializer):
         default="",
         help_text="verify only: 'dispensed' decommissions the verified pack",
     )
+
+
+# What plain_request() knows of the fields: their names and the largest location id.
+_REQUEST_FIELDS = frozenset(ScanRequestSerializer._declared_fields)
+_LARGEST_ID = ScanRequestSerializer._declared_fields["location"].max_value
 
 
 class ScanRecordSerializer(serializers.ModelSerializer):

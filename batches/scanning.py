@@ -537,7 +537,7 @@ def verify(ctx: ScanContext) -> dict[str, Any]:
     return outcome
 
 
-_ACTIONS = frozenset(ScanAction.values)
+ACTIONS = frozenset(ScanAction.values)
 
 LOT_HANDLERS: dict[str, Handler] = {
     ScanAction.PUTAWAY: putaway,
@@ -568,7 +568,7 @@ def scan_submit(
     read answers a record, accepted or refused.
     """
     handlers = {**LOT_HANDLERS, **(handlers or {})}
-    if action not in _ACTIONS:
+    if action not in ACTIONS:
         raise InvalidInput(f"unknown action {action!r}", code="unknown_action")
     require_role(actor, *SCAN_ROLES[action])
     reading = gs1.parse(code)

@@ -62,8 +62,10 @@ class InsufficientStock(RuleViolation):
     default_code = "insufficient_stock"
 
 
-def _require_own_partner(actor: User, partner: Partner, what: str) -> None:
-    if not actor.is_superuser and actor.partner_id != partner.pk:
+def _require_own_partner(actor: User, partner_id: int | None, what: str) -> None:
+    """By the partner's id: the caller's row carries it, and reading the partner would cost a
+    query (on a scan's path among others)."""
+    if not actor.is_superuser and actor.partner_id != partner_id:
         raise NotPermitted(f"{what} belongs to another organisation")
 
 
@@ -80,7 +82,7 @@ def storage_class_create(*, actor: User, reason: str, **fields: Any) -> StorageC
 @transaction.atomic
 def product_create(*, manufacturer: Partner, actor: User, reason: str, **fields: Any) -> Product:
     require_role(actor, Role.ADMIN, Role.QA_OFFICER)
-    _require_own_partner(actor, manufacturer, "the manufacturer")
+    _require_own_partner(actor, manufacturer.pk, "the manufacturer")
     if manufacturer.kind != "manufacturer":
         raise RuleViolation("only a manufacturer owns products", code="not_a_manufacturer")
     check_editable(fields, PRODUCT_FIELDS)
@@ -92,7 +94,7 @@ def product_create(*, manufacturer: Partner, actor: User, reason: str, **fields:
 @transaction.atomic
 def product_update(*, product: Product, actor: User, reason: str, **changes: Any) -> Product:
     require_role(actor, Role.ADMIN, Role.QA_OFFICER)
-    _require_own_partner(actor, product.manufacturer, "the product")
+    _require_own_partner(actor, product.manufacturer_id, "the product")
     if "gtin" in changes and changes["gtin"] != product.gtin:
         raise RuleViolation(
             "a product's GTIN never changes: register a new product", code="gtin_immutable"
@@ -117,7 +119,7 @@ def batch_create(
 ) -> Batch:
     """Register a new lot; it starts in quarantine until QA releases it."""
     require_role(actor, Role.ADMIN, Role.QA_OFFICER)
-    _require_own_partner(actor, product.manufacturer, "the product")
+    _require_own_partner(actor, product.manufacturer_id, "the product")
     _check_dates(product, manufactured_on, expires_on)
     try:
         with transaction.atomic():
@@ -170,7 +172,7 @@ def batch_update_dates(
 ) -> Batch:
     """Correct a lot's dates; only while it is in quarantine, never once released."""
     require_role(actor, Role.ADMIN, Role.QA_OFFICER)
-    _require_own_partner(actor, batch.product.manufacturer, "the lot")
+    _require_own_partner(actor, batch.product.manufacturer_id, "the lot")
     batch = Batch.objects.select_for_update().get(pk=batch.pk)
     if batch.status != BatchStatus.QUARANTINE:
         raise RuleViolation(
@@ -518,7 +520,7 @@ def stock_receive(
 ) -> StockMove:
     """Stock entering the network at ``location`` (a manufacturer's production output)."""
     require_role(actor, Role.WAREHOUSE_OPERATOR, Role.QA_OFFICER, Role.ADMIN)
-    _require_own_partner(actor, location.site.partner, "the location")
+    _require_own_partner(actor, location.site.partner_id, "the location")
     return stock_post_move(
         batch=batch,
         quantity=quantity,
@@ -542,7 +544,7 @@ def stock_transfer(
 ) -> StockMove:
     """Move stock between two locations of the same partner (put-away, to quarantine, …)."""
     require_role(actor, Role.WAREHOUSE_OPERATOR, Role.QA_OFFICER, Role.ADMIN)
-    _require_own_partner(actor, from_location.site.partner, "the source location")
+    _require_own_partner(actor, from_location.site.partner_id, "the source location")
     if from_location.site.partner_id != to_location.site.partner_id:
         raise RuleViolation(
             "a transfer stays within one organisation; ship instead",
@@ -576,7 +578,7 @@ def stock_adjust(
 ) -> StockMove:
     """A QA correction of a count: a new move into or out of ``location``, never an edit."""
     require_role(actor, Role.QA_OFFICER)
-    _require_own_partner(actor, location.site.partner, "the location")
+    _require_own_partner(actor, location.site.partner_id, "the location")
     if (
         isinstance(quantity_change, bool)
         or not isinstance(quantity_change, int)
@@ -731,7 +733,7 @@ def serial_commission(
     """The lot's manufacturer registers serialised packs: commissioned, in its custody."""
     require_role(actor, *SERIAL_COMMISSION_ROLES)
     manufacturer = batch.product.manufacturer
-    _require_own_partner(actor, manufacturer, "the lot")
+    _require_own_partner(actor, manufacturer.pk, "the lot")
     numbers = list(dict.fromkeys(serial_numbers))
     if not numbers:
         raise InvalidInput("name at least one serial number", code="invalid_input")
@@ -806,7 +808,10 @@ def serial_decommission(*, serial: Serial, cause: str, actor: User, reason: str)
     a short delivery that never arrived stays with its sender until then), destroyed, damaged,
     a sample, expired. Its identifier is dead afterwards: a scan of it is refused."""
     require_role(actor, *SERIAL_DECOMMISSION_ROLES)
-    _require_own_partner(actor, serial.holder, "the pack")
+    # The holder as it is under the lock (serial_transition takes the same lock again, in this
+    # transaction): a pack handed on meanwhile is no longer this partner's to decommission.
+    serial = Serial.objects.select_for_update().get(pk=serial.pk)
+    _require_own_partner(actor, serial.holder_id, "the pack")
     if cause not in DECOMMISSION_CAUSES:
         raise InvalidInput(
             f"a pack is decommissioned as {', '.join(DECOMMISSION_CAUSES)}",
@@ -864,7 +869,7 @@ def count_record(
     """Compare a cycle count with the ledger: returns what the ledger held and, when the count
     differs, the discrepancy that now awaits QA (nothing moves until QA approves it)."""
     require_role(actor, *COUNT_ROLES)
-    _require_own_partner(actor, location.site.partner, "the location")
+    _require_own_partner(actor, location.site.partner_id, "the location")
     counted = _count_quantity(counted)
     # Locked, so the expected figure is the ledger's at the moment of the count.
     expected = _locked_balances(batch, [location])[location.pk].on_hand
@@ -906,7 +911,7 @@ def _decide_count(discrepancy: CountDiscrepancy, actor: User) -> CountDiscrepanc
         .select_related("batch", "location__site__partner")
         .get(pk=discrepancy.pk)
     )
-    _require_own_partner(actor, discrepancy.location.site.partner, "the count")
+    _require_own_partner(actor, discrepancy.location.site.partner_id, "the count")
     if discrepancy.counted_by_id == actor.pk:
         raise NotPermitted(
             "a count is approved by another person than its counter", code="self_approval"

@@ -84,7 +84,7 @@ def _names_a_private_host(host: str) -> bool:
     try:
         return _private_address(host)
     except ValueError:  # a name: private only by its form here; its addresses are checked later
-        return host.lower().endswith(_LOCAL_NAMES) or host.lower() == "localhost"
+        return host.lower().endswith(_LOCAL_NAMES) or _is_loopback(host)
 
 
 def webhook_url_check(url: str) -> str:

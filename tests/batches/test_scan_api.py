@@ -372,3 +372,10 @@ def test_a_plain_request_validates_as_its_fields_do(sent):
     assert [type(value) for value in fields.validated_data.values()] == [
         type(plain[name]) for name in fields.validated_data
     ]
+
+
+def test_what_a_scan_station_sends_takes_the_plain_path():
+    sent = {"code": "]d2010950110153000317271231", "action": "verify", "location": 7}
+    assert plain_request(sent) == {**sent, "reference": "", "decommission": ""}
+    with_id = {**sent, "scan_id": "station-1:42", "reference": "SH-2026-000001", "quantity": 2}
+    assert plain_request(with_id) == {**with_id, "decommission": ""}

@@ -150,6 +150,8 @@ def test_a_count_scan_asks_no_hold(network, pack, gated):
     )
     assert answer.record.verdict == "accepted", answer.record.reasons
     assert not any("recalls_recalllot" in sql or "coldchain_excursion" in sql for sql in statements)
+    # The location's partner is checked by its id, read with the location: no row of its own.
+    assert not any('FROM "partners_partner"' in sql for sql in statements), statements
 
 
 def test_what_a_scan_names_cannot_be_deleted(network, pack):
