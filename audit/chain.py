@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,18 +220,23 @@ ADVANCE_HEAD = (
     f"UPDATE {_HEAD} SET sequence = sequence + 1 WHERE id = 1"  # noqa: S608 - fixed names
     " RETURNING sequence, head_hash"
 )
+_ADVANCE_HEAD_BY = (
+    f"UPDATE {_HEAD} SET sequence = sequence + %s WHERE id = 1"  # noqa: S608 - fixed names
+    " RETURNING sequence, head_hash"
+)
 
 
-def _advance_head(cursor) -> tuple:
-    """Take the next sequence and the head hash, locking the head row until the transaction
-    ends."""
-    cursor.execute(ADVANCE_HEAD)
+def _advance_head(cursor, by: int = 1) -> tuple:
+    """Take the next ``by`` sequence numbers (returns the last) and the head hash, locking the
+    head row until the transaction ends."""
+    statement, params = (ADVANCE_HEAD, None) if by == 1 else (_ADVANCE_HEAD_BY, [by])
+    cursor.execute(statement, params)
     row = cursor.fetchone()
     if row is None:  # a fresh (or flushed) database: the chain starts here
         ChainHead.objects.bulk_create(
             [ChainHead(id=1, sequence=0, head_hash=GENESIS)], ignore_conflicts=True
         )
-        cursor.execute(ADVANCE_HEAD)
+        cursor.execute(statement, params)
         row = cursor.fetchone()
     return row
 
@@ -256,6 +261,27 @@ def _insert_entry(cursor, row: list, entry_hash: str) -> None:
             " WHERE id = 1",
             [entry_hash],
         )
+
+
+def _insert_entries(cursor, rows: list[list], previous_hash: str, head_hash: str) -> None:
+    """INSERT consecutive entries, as many to a statement as the database takes, and move the
+    head's hashes on to the last two: ``previous_hash`` is the entry before the last's."""
+    # Django knows SQLite's limit; PostgreSQL's protocol counts a statement's parameters in 16
+    # bits.
+    most = connection.features.max_query_params or 65_535
+    per_statement = max(1, most // len(_COLUMNS))
+    one_row = f"({', '.join(['%s'] * len(_COLUMNS))})"
+    for start in range(0, len(rows), per_statement):
+        part = rows[start : start + per_statement]
+        cursor.execute(
+            f"INSERT INTO {_ENTRIES} ({', '.join(_COLUMNS)})"  # noqa: S608 - fixed names
+            f" VALUES {', '.join([one_row] * len(part))}",
+            [value for row in part for value in row],
+        )
+    cursor.execute(
+        f"UPDATE {_HEAD} SET previous_hash = %s, head_hash = %s WHERE id = 1",  # noqa: S608
+        [previous_hash, head_hash],
+    )
 
 
 def _entry_values(
@@ -381,6 +407,34 @@ def _history_seal(history_row: models.Model) -> dict[str, Any]:
 def seal_history_row(history_row: models.Model) -> int:
     """Seal a django-simple-history row already written (bulk history, other writers)."""
     return append(**_history_seal(history_row))
+
+
+def append_many(seals: Sequence[dict[str, Any]]) -> int:
+    """Seal several rows as consecutive links, in the order given (each as append()'s
+    arguments); returns the last sequence number.
+
+    The statements do not grow with the rows: the head advances once by their number, the
+    entries are inserted together (in parts only beyond what one statement takes) and the head
+    moves on to the last. The entries and their hashes are those that append() would write one
+    by one, so ``verify`` cannot tell the two apart.
+    """
+    if not seals:
+        raise ValueError("nothing to seal")
+    cursor = reused_cursor()
+    with _in_transaction():
+        last, previous_hash = _advance_head(cursor, by=len(seals))
+        rows, hashes = [], [previous_hash]
+        for sequence, seal in enumerate(seals, start=last - len(seals) + 1):
+            row, entry_hash = _entry_row(sequence=sequence, previous_hash=hashes[-1], **seal)
+            rows.append(row)
+            hashes.append(entry_hash)
+        _insert_entries(cursor, rows, previous_hash=hashes[-2], head_hash=hashes[-1])
+    return last
+
+
+def seal_history_rows(history_rows: Sequence[models.Model]) -> int:
+    """Seal django-simple-history rows already written (a bulk write's), in their order."""
+    return append_many([_history_seal(row) for row in history_rows])
 
 
 class _SealedInsert:

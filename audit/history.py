@@ -262,14 +262,14 @@ def bulk_update_with_reason(
 
 
 def _seal_bulk_history(model, objs: list, *, actor: Any, reason: str, update: bool) -> None:
-    """Write the history rows of a bulk write and seal each (bulk history sends no signal)."""
-    from .chain import seal_history_row
+    """Write the history rows of a bulk write and seal them (bulk history sends no signal)."""
+    from .chain import seal_history_rows
 
     rows = model.history.bulk_history_create(
         objs, update=update, default_user=actor, default_change_reason=reason
     )
-    for row in rows:
-        seal_history_row(row)
+    if rows:
+        seal_history_rows(rows)
 
 
 def regulated_models() -> list[type[models.Model]]:

@@ -13,12 +13,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from audit import chain
-from audit.history import check_editable, create_with_reason, save_with_reason, update_with_reason
+from audit.history import (
+    bulk_create_with_reason,
+    check_editable,
+    create_with_reason,
+    invalid_input_from,
+    save_with_reason,
+    update_with_reason,
+)
 from audit.models import AuditAction, Signature, SignatureMeaning
 from audit.services import signature_apply, signature_verify_password
 from partners.models import Location, LocationKind, Partner, Role, User
@@ -747,21 +755,24 @@ def serial_commission(
             f"lot {batch.lot_number} already has serial {', '.join(taken[:5])}",
             code="duplicate_serial",
         )
-    serials = []
+    serials = [
+        Serial(
+            batch=batch, serial_number=number, state=SerialState.COMMISSIONED, holder=manufacturer
+        )
+        for number in numbers
+    ]
+    # Each validated as create_with_reason would, but for what was read above: the lot and its
+    # manufacturer exist, and the numbers are new (the database keeps them unique).
+    for serial in serials:
+        try:
+            serial.full_clean(
+                exclude=["batch", "holder"], validate_unique=False, validate_constraints=False
+            )
+        except ValidationError as error:
+            raise invalid_input_from(error) from error
     try:
-        with transaction.atomic():
-            for number in numbers:
-                serials.append(
-                    create_with_reason(
-                        Serial,
-                        actor=actor,
-                        reason=reason,
-                        batch=batch,
-                        serial_number=number,
-                        state=SerialState.COMMISSIONED,
-                        holder=manufacturer,
-                    )
-                )
+        # A production lot's packs at once: the statements do not grow with their number.
+        serials = bulk_create_with_reason(serials, actor=actor, reason=reason)
     except IntegrityError as error:  # a concurrent commissioning of the same pack won
         raise RuleViolation(
             f"lot {batch.lot_number} already has one of these serials", code="duplicate_serial"

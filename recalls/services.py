@@ -908,9 +908,11 @@ def recall_drill_run(
     recall, consignees = _create_recall(
         lots=lots, terms=terms, actor=actor, reason=f"drill: {reason}", is_drill=True
     )
-    for partner_rows in _by_partner(consignees).values():
+    grouped = _by_partner(consignees)
+    partners = Partner.objects.in_bulk(grouped)
+    for partner_id, partner_rows in grouped.items():
         # Composed as the real notice would be, to prove every consignee can be reached.
-        recall_notice_text(recall, partner_rows[0].partner, partner_rows, kind="drill")
+        recall_notice_text(recall, partners[partner_id], partner_rows, kind="drill")
     status_report_generate(recall=recall, actor=actor)
     elapsed_ms = math.ceil((time.perf_counter() - started) * 1000)
     return update_with_reason(

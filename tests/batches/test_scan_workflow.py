@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit import chain
@@ -448,6 +450,45 @@ def test_a_serial_is_commissioned_once_per_lot(lots):
         stock.serial_commission(
             batch=lots.good, serial_numbers=["B1"], actor=lots.net.wholesaler_qa, reason="not ours"
         )
+
+
+def test_a_lots_packs_are_commissioned_together(lots):
+    """A production lot's packs are registered at once: each validated and sealed with its
+    history row, in as many statements for fifty packs as for two."""
+
+    def commission(prefix: str, count: int) -> tuple[list, int]:
+        with CaptureQueriesContext(connection) as captured:
+            packs = stock.serial_commission(
+                batch=lots.good,
+                serial_numbers=[f"{prefix}{n:04d}" for n in range(count)],
+                actor=lots.net.warehouse,
+                reason="labelled",
+            )
+        return packs, len(captured)
+
+    commission("W", 1)  # the first write of a model may read what later ones have kept
+    two, few = commission("X", 2)
+    fifty, many = commission("Y", 50)
+
+    assert few == many
+    assert [pack.serial_number for pack in fifty] == [f"Y{n:04d}" for n in range(50)]
+    assert all(pack.pk and pack.state == SerialState.COMMISSIONED for pack in two + fifty)
+    assert {pack.holder_id for pack in fifty} == {lots.good.product.manufacturer_id}
+    first = fifty[0].history.get()
+    assert (first.history_user, first.history_change_reason) == (lots.net.warehouse, "labelled")
+    assert chain.verify().ok
+
+
+def test_one_bad_serial_number_refuses_the_whole_commissioning(lots):
+    with pytest.raises(InvalidInput) as refused:
+        stock.serial_commission(
+            batch=lots.good,
+            serial_numbers=["OK1", "OK2", "NOT VALID"],  # AI 21 takes no space
+            actor=lots.net.warehouse,
+            reason="labelled",
+        )
+    assert "serial_number" in refused.value.detail
+    assert not Serial.objects.filter(batch=lots.good).exists()
 
 
 # --- allocation skips held lots --------------------------------------------------------------

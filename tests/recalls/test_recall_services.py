@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import Signature
@@ -504,3 +506,24 @@ def test_running_recalls_get_a_status_report_on_schedule(traded, django_assert_n
     later = timezone.now() + interval + datetime.timedelta(seconds=1)
     assert services.status_reports_due(now=later) == 2
     assert [first.status_reports.count(), second.status_reports.count()] == [2, 2]
+
+
+def test_a_drills_statements_do_not_grow_with_its_consignees(traded):
+    """EU GDP 6.5: the drill proves the recall can be run quickly; its statements stay the same
+    in number however many consignees the lot reached (no query per consignee)."""
+    c = traded
+    qa = c.manufacturer.qa
+
+    def drill_statements() -> tuple[Recall, int]:
+        with CaptureQueriesContext(connection) as captured:
+            drill = services.recall_drill_run(lots=[c.lot_a], actor=qa, reason="drill")
+        return drill, len(captured)
+
+    drill_statements()  # the first of the year also starts the year's drill numbers
+    first, before = drill_statements()
+    for name in ("Pharmacy Three", "Pharmacy Four", "Pharmacy Five"):
+        c.ship(c.north, c.add(name), 5)
+    second, after = drill_statements()
+
+    assert second.consignees.count() == first.consignees.count() + 3
+    assert after == before
