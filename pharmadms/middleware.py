@@ -1,11 +1,15 @@
-"""Access security at the edge: every refused request is recorded, a lockout is answered clearly."""
+"""Access security at the edge: refused requests are recorded (a flood of them counted), a lockout
+is answered clearly."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -29,6 +33,13 @@ class DeniedRequestAuditMiddleware:
 
     Written after the response, in a transaction of its own, so it never changes what the
     client gets: should the audit write fail, the failure is logged and the response stands.
+
+    Each client (the user, else the address) has ``AUDIT_DENIED_PER_MINUTE`` entries a minute
+    (counted in the cache). The first refusal beyond them is sealed with ``throttled`` set:
+    the rest of that minute's are counted, not sealed, and the client's first refusal in the
+    next minute names how many there were (``unsealed_before``). Every entry takes the chain's
+    head, which every regulated write waits for: a flood of refused requests must not hold
+    them all up.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -43,11 +54,16 @@ class DeniedRequestAuditMiddleware:
     def _record(self, request: HttpRequest, response: HttpResponse) -> None:
         try:
             user = _actor(request)
+            address = request.META.get("REMOTE_ADDR", "")
+            allowance = _allowance(f"user:{user.pk}" if user is not None else f"ip:{address}")
+            if allowance is None:
+                return
             detail = {
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
-                "ip": request.META.get("REMOTE_ADDR", ""),
+                "ip": address,
+                **allowance,
             }
             data = getattr(response, "data", None)  # a DRF answer names its refusal
             if isinstance(data, dict) and isinstance(data.get("code"), str):
@@ -58,6 +74,39 @@ class DeniedRequestAuditMiddleware:
             logger.exception(
                 "could not record a denied request (%s %s)", request.method, request.path
             )
+
+
+def _allowance(client: str) -> dict[str, int | bool] | None:
+    """Whether this refusal of ``client`` is sealed: None if not, else what its entry adds
+    (``throttled`` on the first beyond the minute's allowance; ``unsealed_before``: how many
+    went unsealed in the client's minute before)."""
+    limit = settings.AUDIT_DENIED_PER_MINUTE
+    minute = int(time.time() // 60)
+    key = f"audit:denied:{client}:{minute}"
+    try:
+        cache.add(key, 0, timeout=180)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # gone between add and incr (evicted): count afresh
+            cache.set(key, 1, timeout=180)
+            count = 1
+        before = cache.get(f"audit:denied:{client}:{minute - 1}", 0) if count == 1 else 0
+    except Exception:  # no cache to count in: seal every refusal rather than none
+        logger.exception("could not count refused requests; sealing each")
+        return {}
+    if count > limit + 1:
+        return None
+    extra: dict[str, int | bool] = {}
+    if before > limit + 1:
+        extra["unsealed_before"] = before - limit - 1
+    if count == limit + 1:
+        logger.warning(
+            "more than %s refused requests this minute from %s: the rest are counted, not sealed",
+            limit,
+            client,
+        )
+        extra["throttled"] = True
+    return extra
 
 
 def lockout_response(

@@ -332,6 +332,11 @@ AUDIT_ANCHOR_KEY = os.environ.get("AUDIT_ANCHOR_KEY", "") or (
     f"development-anchor-key:{SECRET_KEY}" if DEBUG else ""
 )
 
+# Refused requests (401/403) sealed one by one per client (user, else address) and minute;
+# beyond that a notice says so, and the next minute's first entry counts the rest: a flood of
+# refusals cannot hold up every regulated write on the audit chain's head.
+AUDIT_DENIED_PER_MINUTE = int(os.environ.get("AUDIT_DENIED_PER_MINUTE", "30"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -168,6 +168,46 @@ def test_an_answered_request_is_not_recorded_as_denied(client, network):
     assert not events(AuditAction.DENIED).exists()
 
 
+def test_a_flood_of_refusals_is_sealed_up_to_the_allowance_then_counted(
+    api_client, network, settings, monkeypatch, caplog
+):
+    """21 CFR 11.300(d): refused requests are reported, yet a flood of them cannot hold up
+    every regulated write on the chain's head: each client's first refusals of a minute are
+    sealed, the first beyond says so, and the next minute's first counts the rest."""
+    settings.AUDIT_DENIED_PER_MINUTE = 3
+    now = [1_800_000_000.0]  # the start of a minute
+    monkeypatch.setattr("pharmadms.middleware.time.time", lambda: now[0])
+
+    answers = [api_client.get(f"{API}/batches/").status_code for _ in range(7)]
+    other = client_for(network.regulator).post(f"{API}/batches/", {"reason": "x"}, format="json")
+
+    assert answers == [401] * 7  # what the client gets never changes
+    assert other.status_code == 403
+    anonymous = [e.payload for e in events(AuditAction.DENIED).filter(user=None)]
+    assert [p.get("throttled", False) for p in anonymous] == [False, False, False, True]
+    assert "more than 3 refused requests this minute from ip:127.0.0.1" in caplog.text
+    # Another client has its own allowance.
+    (regulator,) = events(AuditAction.DENIED).filter(user=network.regulator)
+    assert "throttled" not in regulator.payload
+
+    now[0] += 60
+    assert api_client.get(f"{API}/batches/").status_code == 401
+    latest = events(AuditAction.DENIED).filter(user=None).last()
+    assert latest.payload["unsealed_before"] == 3  # the 5th, 6th and 7th of the minute before
+    assert "throttled" not in latest.payload
+    assert chain.verify().ok
+
+
+def test_without_a_cache_to_count_in_every_refusal_is_sealed(api_client, db, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise ConnectionError("cache unavailable")
+
+    monkeypatch.setattr("pharmadms.middleware.cache.add", unavailable)
+
+    assert [api_client.get(f"{API}/batches/").status_code for _ in range(3)] == [401] * 3
+    assert events(AuditAction.DENIED).count() == 3
+
+
 def test_a_failing_audit_write_never_breaks_the_response(network, monkeypatch, caplog):
     def broken(**kwargs):
         raise RuntimeError("audit store unavailable")
