@@ -447,6 +447,7 @@ def logger_assignment_end(
 
 # Changing these changes what the readings show: the trips in transit are judged again.
 PROFILE_JUDGING_FIELDS = {"min_celsius", "max_celsius", "ignore_first_minutes", "is_active"}
+RULE_JUDGING_FIELDS = RULE_FIELDS - {"name", "kind"}  # a new name judges nothing anew
 
 
 def _require_profile_keeper(actor: User, profile: TemperatureProfile | None = None) -> None:
@@ -532,11 +533,7 @@ def temperature_profile_update(
             f"storage class {locked.storage_class.code} already has an active profile",
             code="duplicate_profile",
         )
-    judged = {
-        name
-        for name in PROFILE_JUDGING_FIELDS & set(changes)
-        if changes[name] != getattr(locked, name)
-    }
+    judged = _judging_changes(locked, changes, PROFILE_JUDGING_FIELDS)
     _full_clean(locked, changes)
     updated = update_with_reason(
         locked, actor=actor, reason=reason, changes=changes, editable=PROFILE_FIELDS
@@ -565,8 +562,8 @@ def excursion_rule_update(
     *, rule: ExcursionRule, actor: User, reason: str, **changes: Any
 ) -> ExcursionRule:
     """Correct a rule (its profile owner's QA). Its kind never changes (the excursions it found
-    name it): deactivate it and create another. The trips in transit are judged again by it
-    from their first reading."""
+    name it): deactivate it and create another. A change of what it judges (not of its name)
+    makes the trips in transit be judged again by it from their first reading."""
     if "kind" in changes:
         raise InvalidInput(
             "a rule's kind never changes: deactivate it and create a rule of the other kind",
@@ -579,12 +576,19 @@ def excursion_rule_update(
         .get(pk=rule.pk)
     )
     _require_profile_keeper(actor, locked.profile)
+    judged = _judging_changes(locked, changes, RULE_JUDGING_FIELDS)
     _full_clean(locked, changes)
     updated = update_with_reason(
         locked, actor=actor, reason=reason, changes=changes, editable=RULE_FIELDS - {"kind"}
     )
-    _evaluate_again([locked.pk])
+    if judged:
+        _evaluate_again([locked.pk])
     return updated
+
+
+def _judging_changes(row, changes: dict[str, Any], judging: set[str]) -> set[str]:
+    """The fields among ``judging`` that ``changes`` gives a new value."""
+    return {name for name in judging & set(changes) if changes[name] != getattr(row, name)}
 
 
 def _evaluate_again(rule_ids: Iterable[int]) -> None:

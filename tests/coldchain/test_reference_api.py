@@ -247,6 +247,35 @@ def test_changing_a_rule_judges_the_trips_in_transit_again(
     assert excursion.status == "withdrawn"
 
 
+def test_renaming_a_rule_judges_nothing_again(trip, django_capture_on_commit_callbacks):
+    """Where the rule stands on each trip in transit is kept: only what it judges re-runs it."""
+    trip.profile.owner = trip.trade.seller
+    trip.profile._change_reason = "test: Acme maintains it"
+    trip.profile.save()
+    rule = ExcursionRuleFactory(profile=trip.profile, kind="instant")
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest_messages([message("LG-0001", series(trip, [5, 9, 5]))])
+    standing = EvaluationState.objects.get(rule=rule)
+
+    renamed = strict(trip.net.qa).patch(
+        f"{API}/excursion-rules/{rule.pk}/",
+        {"name": "Above 8 °C at once", "reason": "clearer name"},
+        format="json",
+    )
+
+    assert renamed.status_code == 200, renamed.content
+    assert EvaluationState.objects.get(rule=rule) == standing
+    assert rule.history.latest().history_change_reason == "clearer name"
+    # The same delay given again is no change either.
+    same = strict(trip.net.qa).patch(
+        f"{API}/excursion-rules/{rule.pk}/",
+        {"delay_minutes": rule.delay_minutes, "reason": "confirmed"},
+        format="json",
+    )
+    assert same.status_code == 200, same.content
+    assert EvaluationState.objects.filter(rule=rule).exists()
+
+
 # --- logger assignments --------------------------------------------------------------------
 
 
