@@ -44,6 +44,7 @@ from .selectors import (
     agreements_visible_to,
     is_shipment_party,
     orders_visible_to,
+    shipment_party_scope,
     shipment_transaction_information,
     shipments_for_delivery,
     shipments_visible_to,
@@ -616,9 +617,7 @@ class ShipmentFilter(django_filters.FilterSet):
         fields = ["status", "order", "number"]
 
     def filter_order(self, queryset, name, value):
-        return queryset.filter(order_id=value).filter(
-            pk__in=shipments_visible_to(self.request.user).values("pk")
-        )
+        return queryset.filter(shipment_party_scope(self.request.user), order_id=value)
 
 
 class ShipmentViewSet(ServiceWriteViewSet):

@@ -181,14 +181,7 @@ def shipments_visible_to(user) -> QuerySet[Shipment]:
     is no party to it: it reads the delivery fields only, through
     :func:`shipments_for_delivery`.
     """
-    queryset = Shipment.objects.select_related(
-        "order__buyer", "order__seller", "from_site", "to_site"
-    ).prefetch_related("lines", "packages__lines")
-    if user.sees_everything:
-        return queryset
-    if user.partner_id is None:
-        return queryset.none()
-    return queryset.filter(Q(order__buyer_id=user.partner_id) | Q(order__seller_id=user.partner_id))
+    return _shipments().filter(shipment_party_scope(user))
 
 
 def shipments_for_delivery(user) -> QuerySet[Shipment]:
@@ -196,18 +189,25 @@ def shipments_for_delivery(user) -> QuerySet[Shipment]:
     :func:`shipments_visible_to`) and those the user's partner carries as ``carrier_partner``.
     To a user who is no party (:func:`is_shipment_party`), callers show the delivery fields
     only."""
-    queryset = Shipment.objects.select_related(
+    if user.sees_everything or user.partner_id is None:
+        return shipments_visible_to(user)
+    return _shipments().filter(shipment_party_scope(user) | Q(carrier_partner_id=user.partner_id))
+
+
+def shipment_party_scope(user) -> Q:
+    """The condition a shipment meets when ``user`` is party to it (see shipments_visible_to),
+    to narrow a wider scope with."""
+    if user.sees_everything:
+        return Q()
+    if user.partner_id is None:
+        return Q(pk__in=[])  # nobody's party: matches no shipment
+    return Q(order__buyer_id=user.partner_id) | Q(order__seller_id=user.partner_id)
+
+
+def _shipments() -> QuerySet[Shipment]:
+    return Shipment.objects.select_related(
         "order__buyer", "order__seller", "from_site", "to_site"
     ).prefetch_related("lines", "packages__lines")
-    if user.sees_everything:
-        return queryset
-    if user.partner_id is None:
-        return queryset.none()
-    return queryset.filter(
-        Q(order__buyer_id=user.partner_id)
-        | Q(order__seller_id=user.partner_id)
-        | Q(carrier_partner_id=user.partner_id)
-    )
 
 
 def is_shipment_party(user, shipment: Shipment) -> bool:
