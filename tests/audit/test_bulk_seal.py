@@ -11,7 +11,7 @@ from audit import chain
 from audit.history import bulk_create_with_reason, bulk_update_with_reason
 from audit.models import AuditAction, AuditEntry, ChainHead
 from partners.models import Partner, PartnerKind
-from tests.factories import UserFactory, gln
+from tests.factories import PartnerFactory, UserFactory, gln
 
 
 @pytest.fixture
@@ -20,15 +20,9 @@ def admin(db):
 
 
 def pharmacies(first: int, count: int) -> list[Partner]:
+    """Unsaved pharmacies with GLNs of their own, for a bulk write."""
     return [
-        Partner(
-            name=f"Pharmacy {n}",
-            kind=PartnerKind.PHARMACY,
-            gln=gln(810_000 + n),
-            region="DE-BW",
-            contact_email=f"pharmacy{n}@example.com",
-            contact_phone="+49 711 000000",
-        )
+        PartnerFactory.build(name=f"Pharmacy {n}", kind=PartnerKind.PHARMACY, gln=gln(810_000 + n))
         for n in range(first, first + count)
     ]
 

@@ -221,16 +221,23 @@ def test_a_rule_keeps_its_kind_and_a_partial_change_is_checked_whole(network, ro
     refused(strict(network.qa).patch(url, {"reason": "nothing"}, format="json"), 400, "no_changes")
 
 
-def test_changing_a_rule_judges_the_trips_in_transit_again(
-    trip, django_capture_on_commit_callbacks
-):
-    """A wider limit: the excursion the old rule found is no longer shown and is withdrawn."""
+@pytest.fixture
+def judging_rule(trip, django_capture_on_commit_callbacks):
+    """An instant rule of the trip's profile (kept by the seller) that found an excursion."""
     trip.profile.owner = trip.trade.seller
     trip.profile._change_reason = "test: Acme maintains it"
     trip.profile.save()
     rule = ExcursionRuleFactory(profile=trip.profile, kind="instant")
     with django_capture_on_commit_callbacks(execute=True):
         ingest_messages([message("LG-0001", series(trip, [5, 9, 5]))])
+    return rule
+
+
+def test_changing_a_rule_judges_the_trips_in_transit_again(
+    trip, judging_rule, django_capture_on_commit_callbacks
+):
+    """A wider limit: the excursion the old rule found is no longer shown and is withdrawn."""
+    rule = judging_rule
     (excursion,) = Excursion.objects.all()
 
     changed = strict(trip.net.qa).patch(
@@ -247,14 +254,9 @@ def test_changing_a_rule_judges_the_trips_in_transit_again(
     assert excursion.status == "withdrawn"
 
 
-def test_renaming_a_rule_judges_nothing_again(trip, django_capture_on_commit_callbacks):
+def test_renaming_a_rule_judges_nothing_again(trip, judging_rule):
     """Where the rule stands on each trip in transit is kept: only what it judges re-runs it."""
-    trip.profile.owner = trip.trade.seller
-    trip.profile._change_reason = "test: Acme maintains it"
-    trip.profile.save()
-    rule = ExcursionRuleFactory(profile=trip.profile, kind="instant")
-    with django_capture_on_commit_callbacks(execute=True):
-        ingest_messages([message("LG-0001", series(trip, [5, 9, 5]))])
+    rule = judging_rule
     standing = EvaluationState.objects.get(rule=rule)
 
     renamed = strict(trip.net.qa).patch(
