@@ -53,6 +53,7 @@ from pharmadms import clock
 from pharmadms.exceptions import ApplicationError, InvalidInput, NotFound, RuleViolation
 from pharmadms.permissions import require_role
 from pharmadms.prepared import OneRow, PreparedQuery
+from pharmadms.quantities import whole_number
 
 from . import gs1, hooks, services
 from .models import (
@@ -609,15 +610,8 @@ def _check_request(*, action: str, reference: str, quantity: int | None, decommi
             f"a {action} scan names its shipment (e.g. SH-2026-000001) as the reference",
             code="reference_required",
         )
-    if quantity is not None and (
-        isinstance(quantity, bool)
-        or not isinstance(quantity, int)
-        or quantity < 0
-        or quantity > MAX_SCAN_QUANTITY
-    ):
-        raise InvalidInput(
-            f"quantity is a whole number from 0 to {MAX_SCAN_QUANTITY:,}", code="invalid_quantity"
-        )
+    if quantity is not None:
+        whole_number(quantity, "quantity", most=MAX_SCAN_QUANTITY)
     if action == ScanAction.COUNT and quantity is None:
         raise InvalidInput("a count scan states the counted quantity", code="quantity_required")
     if action != ScanAction.COUNT and quantity == 0:

@@ -32,6 +32,7 @@ from audit.services import signature_apply, signature_verify_password
 from partners.models import Location, LocationKind, Partner, Role, User
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.permissions import require_role
+from pharmadms.quantities import whole_number
 
 from .hooks import lot_holds
 from .models import (
@@ -317,13 +318,7 @@ MAX_QUANTITY = 1_000_000_000
 
 
 def _positive_quantity(quantity: Any) -> int:
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
-        raise InvalidInput("quantity must be a whole number above zero", code="invalid_quantity")
-    if quantity > MAX_QUANTITY:
-        raise InvalidInput(
-            f"quantity must not exceed {MAX_QUANTITY:,} units", code="invalid_quantity"
-        )
-    return quantity
+    return whole_number(quantity, "quantity", least=1, most=MAX_QUANTITY)
 
 
 # The ledger's hot path speaks SQL directly: building these few fixed statements through the
@@ -866,11 +861,7 @@ COUNT_ROLES = (Role.WAREHOUSE_OPERATOR, Role.QA_OFFICER, Role.ADMIN)
 
 
 def _count_quantity(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput("a count is a whole number, zero or more", code="invalid_quantity")
-    if value > MAX_QUANTITY:
-        raise InvalidInput(f"a count must not exceed {MAX_QUANTITY:,}", code="invalid_quantity")
-    return value
+    return whole_number(value, "a count", most=MAX_QUANTITY)
 
 
 @transaction.atomic

@@ -15,6 +15,7 @@ from audit.history import HistoricalRecords, RegulatedModel, RegulatedQuerySet
 from batches.models import Product
 from partners.models import Partner, Site
 from pharmadms import clock
+from pharmadms.numbering import YearCounter
 
 currency_validator = RegexValidator(
     r"^[A-Z]{3}$", "an ISO 4217 currency code: three capital letters", code="invalid_currency"
@@ -234,17 +235,8 @@ ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class OrderNumberCounter(models.Model):
-    """The last order number issued in a year; locked while the next one is taken.
-
-    Not regulated: the numbers it hands out are recorded in each order's own history.
-    """
-
-    year = models.PositiveSmallIntegerField(primary_key=True)
-    last_number = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.year}: {self.last_number}"
+class OrderNumberCounter(YearCounter):
+    """The last order number issued in a year (see pharmadms.numbering)."""
 
 
 class Order(RegulatedModel):
@@ -382,17 +374,8 @@ SHIPMENT_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class ShipmentNumberCounter(models.Model):
-    """The last shipment number issued in a year; locked while the next one is taken.
-
-    Not regulated: the numbers it hands out are recorded in each shipment's own history.
-    """
-
-    year = models.PositiveSmallIntegerField(primary_key=True)
-    last_number = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.year}: {self.last_number}"
+class ShipmentNumberCounter(YearCounter):
+    """The last shipment number issued in a year (see pharmadms.numbering)."""
 
 
 class Shipment(RegulatedModel):
@@ -696,17 +679,8 @@ class ReturnDisposition(models.TextChoices):
     DESTROY = "destroy", "Destroy"
 
 
-class ReturnNumberCounter(models.Model):
-    """The last return number issued in a year; locked while the next one is taken.
-
-    Not regulated: the numbers it hands out are recorded in each return's own history.
-    """
-
-    year = models.PositiveSmallIntegerField(primary_key=True)
-    last_number = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.year}: {self.last_number}"
+class ReturnNumberCounter(YearCounter):
+    """The last return number issued in a year (see pharmadms.numbering)."""
 
 
 class ReturnRequest(RegulatedModel):

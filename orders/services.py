@@ -38,7 +38,9 @@ from partners.models import Location, LocationKind, Partner, PartnerKind, Role, 
 from pharmadms import clock
 from pharmadms.exceptions import InvalidInput, NotFound, NotPermitted, RuleViolation
 from pharmadms.lifecycle import require_transition
+from pharmadms.numbering import next_number
 from pharmadms.permissions import require_role
+from pharmadms.quantities import whole_number
 
 from .models import (
     AGREEMENT_TRANSITIONS,
@@ -322,26 +324,12 @@ def sales_target_set(
 
 
 def _next_number(counter_model, prefix: str, today: datetime.date) -> str:
-    """Take the next document number of the year, e.g. SO-2026-000123, under the counter's row
-    lock: callers take it before their first sealed write (the chain-head lock order)."""
-    counter, _ = counter_model.objects.get_or_create(year=today.year)
-    counter = counter_model.objects.select_for_update().get(pk=counter.pk)
-    counter.last_number += 1
-    counter.save(update_fields=["last_number"])
-    return f"{prefix}-{today.year}-{counter.last_number:06d}"
+    """The next document number of the year, e.g. SO-2026-000123 (pharmadms.numbering)."""
+    return next_number(counter_model, prefix, today, digits=6)
 
 
 def _line_quantity(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(
-            "a line's quantity must be a whole number above zero", code="invalid_quantity"
-        )
-    if value > MAX_LINE_QUANTITY:
-        raise InvalidInput(
-            f"a line's quantity must not exceed {MAX_LINE_QUANTITY:,} units",
-            code="invalid_quantity",
-        )
-    return value
+    return whole_number(value, "a line's quantity", least=1, most=MAX_LINE_QUANTITY)
 
 
 def _transition(order: Order, target: str) -> None:
@@ -1535,12 +1523,6 @@ def shipment_deliver(*, shipment: Shipment, actor: User, reason: str) -> Shipmen
     return shipment
 
 
-def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"{what} must be a whole number, zero or more", code="invalid_quantity")
-    return value
-
-
 def _received_lines(
     shipment_lines: dict[int, ShipmentLine], entries: Iterable[Mapping[str, Any]]
 ) -> dict[int, tuple[int, int]]:
@@ -1555,8 +1537,8 @@ def _received_lines(
             raise InvalidInput(f"line {line_id} is not on this shipment", code="unknown_line")
         if line_id in received:
             raise InvalidInput(f"line {line_id} appears twice", code="duplicate_line")
-        good = _count(entry.get("received_quantity"), "received_quantity")
-        damaged = _count(entry.get("damaged_quantity", 0), "damaged_quantity")
+        good = whole_number(entry.get("received_quantity"), "received_quantity")
+        damaged = whole_number(entry.get("damaged_quantity", 0), "damaged_quantity")
         shipped = shipment_lines[line_id].quantity
         if good + damaged > shipped:
             raise RuleViolation(

@@ -10,6 +10,7 @@ from django.db.models import F, Q
 
 from audit.history import HistoricalRecords, RegulatedModel
 from partners.models import Partner
+from pharmadms.numbering import YearCounter
 
 
 class RecallClass(models.TextChoices):
@@ -57,17 +58,8 @@ RECALL_TRANSITIONS: dict[str, frozenset[str]] = {
 RECALL_RUNNING = frozenset({RecallStatus.OPEN, RecallStatus.IN_PROGRESS})
 
 
-class RecallNumberCounter(models.Model):
-    """The last recall number issued in a year; locked while the next one is taken.
-
-    Not regulated: the numbers it hands out are recorded in each recall's own history.
-    """
-
-    year = models.PositiveSmallIntegerField(primary_key=True)
-    last_number = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.year}: {self.last_number}"
+class RecallNumberCounter(YearCounter):
+    """The last recall (or drill) number issued in a year (see pharmadms.numbering)."""
 
 
 class Recall(RegulatedModel):

@@ -47,7 +47,9 @@ from partners.services import system_account
 from pharmadms import clock
 from pharmadms.exceptions import InvalidInput, NotPermitted, RuleViolation
 from pharmadms.lifecycle import require_transition
+from pharmadms.numbering import next_number
 from pharmadms.permissions import require_role
+from pharmadms.quantities import whole_number
 
 from . import selectors
 from .models import (
@@ -232,14 +234,8 @@ def _check_not_recalled(lots: Iterable[Batch]) -> None:
 
 
 def _next_number(prefix: str) -> str:
-    """The next recall number of the year (RC-2026-0001, or DR-… for a drill), under the
-    counter's row lock: taken before the first sealed write (the chain-head lock order)."""
-    year = clock.localdate().year
-    counter, _ = RecallNumberCounter.objects.get_or_create(year=year)
-    counter = RecallNumberCounter.objects.select_for_update().get(pk=counter.pk)
-    counter.last_number += 1
-    counter.save(update_fields=["last_number"])
-    return f"{prefix}-{year}-{counter.last_number:04d}"
+    """The next recall number of the year (RC-2026-0001, or DR-… for a drill)."""
+    return next_number(RecallNumberCounter, prefix, clock.localdate(), digits=4)
 
 
 def _sample_rank(number: str, partner_id: int) -> str:
@@ -619,12 +615,6 @@ def recall_reminders_send(*, now=None) -> int:
 # --- acknowledgement -------------------------------------------------------------------------
 
 
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"{name} is a whole number, zero or more", code="invalid_quantity")
-    return value
-
-
 @transaction.atomic
 def recall_acknowledge(
     *,
@@ -643,9 +633,9 @@ def recall_acknowledge(
     running, figures that exceed what was shipped to it; nothing is written then.
     """
     require_role(actor, *ACKNOWLEDGE_ROLES)
-    on_hand = _count(quantity_on_hand, "quantity_on_hand")
-    returned = _count(quantity_returned, "quantity_returned")
-    destroyed = _count(quantity_destroyed, "quantity_destroyed")
+    on_hand = whole_number(quantity_on_hand, "quantity_on_hand")
+    returned = whole_number(quantity_returned, "quantity_returned")
+    destroyed = whole_number(quantity_destroyed, "quantity_destroyed")
     recall = Recall.objects.select_for_update().get(pk=recall.pk)
     rows = list(
         RecallConsignee.objects.select_for_update()
