@@ -34,10 +34,11 @@ class DeniedRequestAuditMiddleware:
     Written after the response, in a transaction of its own, so it never changes what the
     client gets: should the audit write fail, the failure is logged and the response stands.
 
-    Each client (the user, else the address) has ``AUDIT_DENIED_PER_MINUTE`` entries a minute
-    (counted in the cache). The first refusal beyond them is sealed with ``throttled`` set:
-    the rest of that minute's are counted, not sealed, and the client's first refusal in the
-    next minute names how many there were (``unsealed_before``). Every entry takes the chain's
+    Each client (the user, else its address: :func:`client_address`) has
+    ``AUDIT_DENIED_PER_MINUTE`` entries a minute, counted in the cache. The first refusal beyond
+    them is sealed too, with ``throttled`` set; the rest of that minute's are counted, not
+    sealed, and the client's next sealed refusal (the next minute's first, or later) names how
+    many went unsealed since its last (``unsealed_before``). Every entry takes the chain's
     head, which every regulated write waits for: a flood of refused requests must not hold
     them all up.
     """
@@ -54,7 +55,7 @@ class DeniedRequestAuditMiddleware:
     def _record(self, request: HttpRequest, response: HttpResponse) -> None:
         try:
             user = _actor(request)
-            address = request.META.get("REMOTE_ADDR", "")
+            address = client_address(request)
             allowance = _allowance(f"user:{user.pk}" if user is not None else f"ip:{address}")
             if allowance is None:
                 return
@@ -76,29 +77,46 @@ class DeniedRequestAuditMiddleware:
             )
 
 
+# How long a client's count of refusals not sealed one by one waits for its next sealed one.
+_UNSEALED_KEPT_SECONDS = 7 * 24 * 3600
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: behind the proxy (``BEHIND_TLS_PROXY``), the one the proxy appends
+    to X-Forwarded-For (what the client itself sent there is not trusted); else the
+    connection's. DRF's throttles count by the same address (``NUM_PROXIES``)."""
+    if settings.BEHIND_TLS_PROXY:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR", "")
+
+
 def _allowance(client: str) -> dict[str, int | bool] | None:
     """Whether this refusal of ``client`` is sealed: None if not, else what its entry adds
-    (``throttled`` on the first beyond the minute's allowance; ``unsealed_before``: how many
-    went unsealed in the client's minute before)."""
+    (``throttled`` on the first beyond the minute's allowance; ``unsealed_before``: how many of
+    the client's refusals went unsealed since its last sealed one)."""
     limit = settings.AUDIT_DENIED_PER_MINUTE
-    minute = int(time.time() // 60)
-    key = f"audit:denied:{client}:{minute}"
+    key = f"audit:denied:{client}:{_minute()}"
+    unsealed_key = f"audit:denied-unsealed:{client}"
     try:
-        cache.add(key, 0, timeout=180)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # gone between add and incr (evicted): count afresh
-            cache.set(key, 1, timeout=180)
-            count = 1
-        before = cache.get(f"audit:denied:{client}:{minute - 1}", 0) if count == 1 else 0
+        count = _incr(key, timeout=120)
+        if count > limit + 1:
+            _incr(unsealed_key, timeout=_UNSEALED_KEPT_SECONDS)
+            return None
+        unsealed = cache.get(unsealed_key, 0)
+        if unsealed:
+            cache.decr(unsealed_key, unsealed)  # what was counted meanwhile waits its turn
     except Exception:  # no cache to count in: seal every refusal rather than none
         logger.exception("could not count refused requests; sealing each")
         return {}
-    if count > limit + 1:
-        return None
     extra: dict[str, int | bool] = {}
-    if before > limit + 1:
-        extra["unsealed_before"] = before - limit - 1
+    if unsealed:
+        extra["unsealed_before"] = unsealed
     if count == limit + 1:
         logger.warning(
             "more than %s refused requests this minute from %s: the rest are counted, not sealed",
@@ -107,6 +125,15 @@ def _allowance(client: str) -> dict[str, int | bool] | None:
         )
         extra["throttled"] = True
     return extra
+
+
+def _incr(key: str, *, timeout: int) -> int:
+    cache.add(key, 0, timeout=timeout)
+    try:
+        return cache.incr(key)
+    except ValueError:  # gone between add and incr (expired, evicted): count afresh
+        cache.set(key, 1, timeout=timeout)
+        return 1
 
 
 def lockout_response(

@@ -173,10 +173,10 @@ def test_a_flood_of_refusals_is_sealed_up_to_the_allowance_then_counted(
 ):
     """21 CFR 11.300(d): refused requests are reported, yet a flood of them cannot hold up
     every regulated write on the chain's head: each client's first refusals of a minute are
-    sealed, the first beyond says so, and the next minute's first counts the rest."""
+    sealed, the first beyond says so, and the client's next sealed refusal counts the rest."""
     settings.AUDIT_DENIED_PER_MINUTE = 3
-    now = [1_800_000_000.0]  # the start of a minute
-    monkeypatch.setattr("pharmadms.middleware.time.time", lambda: now[0])
+    minute = [29_000_000]
+    monkeypatch.setattr("pharmadms.middleware._minute", lambda: minute[0])
 
     answers = [api_client.get(f"{API}/batches/").status_code for _ in range(7)]
     other = client_for(network.regulator).post(f"{API}/batches/", {"reason": "x"}, format="json")
@@ -190,12 +190,39 @@ def test_a_flood_of_refusals_is_sealed_up_to_the_allowance_then_counted(
     (regulator,) = events(AuditAction.DENIED).filter(user=network.regulator)
     assert "throttled" not in regulator.payload
 
-    now[0] += 60
+    minute[0] += 5  # however long the client stays away, its next sealed refusal counts them
     assert api_client.get(f"{API}/batches/").status_code == 401
     latest = events(AuditAction.DENIED).filter(user=None).last()
-    assert latest.payload["unsealed_before"] == 3  # the 5th, 6th and 7th of the minute before
+    assert latest.payload["unsealed_before"] == 3  # the 5th, 6th and 7th of the flood
     assert "throttled" not in latest.payload
+    assert api_client.get(f"{API}/batches/").status_code == 401
+    assert "unsealed_before" not in events(AuditAction.DENIED).last().payload  # counted once
     assert chain.verify().ok
+
+
+def test_behind_the_proxy_each_client_is_counted_by_the_address_the_proxy_saw(
+    api_client, db, settings
+):
+    settings.AUDIT_DENIED_PER_MINUTE = 1
+    settings.BEHIND_TLS_PROXY = True
+
+    def refused_from(address: str) -> None:
+        # The client may write anything into X-Forwarded-For; the proxy appends what it saw.
+        forwarded = f"10.9.9.9, {address}"
+        api_client.get(f"{API}/batches/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="10.0.0.1")
+
+    for _ in range(3):
+        refused_from("203.0.113.7")
+    refused_from("198.51.100.2")
+
+    sealed = [(e.payload["ip"], e.payload.get("throttled", False)) for e in events("denied")]
+    assert sealed == [("203.0.113.7", False), ("203.0.113.7", True), ("198.51.100.2", False)]
+
+
+def test_not_behind_a_proxy_a_forwarded_address_is_not_believed(api_client, db):
+    api_client.get(f"{API}/batches/", HTTP_X_FORWARDED_FOR="203.0.113.7")
+
+    assert events(AuditAction.DENIED).get().payload["ip"] == "127.0.0.1"
 
 
 def test_without_a_cache_to_count_in_every_refusal_is_sealed(api_client, db, monkeypatch):
